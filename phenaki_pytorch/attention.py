@@ -1,0 +1,357 @@
+"""Transformer building blocks shared by the tokenizer, MaskGit and the critics.
+
+Shape legend used in comments:
+    b  batch            n  query length       m  key/value length
+    h  heads            d  head dimension     D  model dimension
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+
+def exists(value) -> bool:
+    return value is not None
+
+
+def default(value, fallback):
+    return value if exists(value) else fallback
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned gain, over the last dimension."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.gamma.to(x.dtype), self.eps)
+
+
+class GEGLU(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        x, gate = x.chunk(2, dim=-1)
+        return F.gelu(gate) * x
+
+
+class FeedForward(nn.Module):
+    """Pre-normed gated-GELU feed-forward."""
+
+    def __init__(self, dim: int, mult: float = 4.0, dropout: float = 0.0):
+        super().__init__()
+        # 2/3 keeps the parameter count of a plain 4x MLP
+        inner = int(dim * mult * 2 / 3)
+        self.net = nn.Sequential(
+            nn.LayerNorm(dim, bias=False),
+            nn.Linear(dim, inner * 2, bias=False),
+            GEGLU(),
+            nn.Dropout(dropout),
+            nn.Linear(inner, dim, bias=False),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Attention(nn.Module):
+    """Multi-head attention through `F.scaled_dot_product_attention`.
+
+    Self-attention when `dim_context` is None, cross-attention otherwise. Queries
+    and keys are RMS-normalised per head (qk-norm) for stable training.
+    `num_null_kv` learned key/value pairs are always attendable, so a sample whose
+    context is empty or fully padded still has something to attend to.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        dim_head: int = 64,
+        heads: int = 8,
+        dim_context: int | None = None,
+        num_null_kv: int = 0,
+        qk_norm: bool = True,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.heads = heads
+        self.dim_head = dim_head
+        self.is_cross = exists(dim_context)
+        inner = dim_head * heads
+        dim_kv_in = default(dim_context, dim)
+
+        self.norm = nn.LayerNorm(dim, bias=False)
+        self.context_norm = nn.LayerNorm(dim_kv_in, bias=False) if self.is_cross else None
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_kv = nn.Linear(dim_kv_in, inner * 2, bias=False)
+        self.to_out = nn.Linear(inner, dim, bias=False)
+
+        self.q_norm = RMSNorm(dim_head) if qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(dim_head) if qk_norm else nn.Identity()
+
+        self.num_null_kv = num_null_kv
+        self.null_kv = nn.Parameter(torch.randn(2, heads, num_null_kv, dim_head) * 0.02) if num_null_kv > 0 else None
+        self.dropout = dropout
+
+    def project_kv(self, source: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Keys, values and key mask for `source` (b, m, D_in), null kv included.
+
+        For cross-attention, `source` is the raw context; callers compute this once
+        per context and pass it back as `kv=` on later calls (e.g. every MaskGIT
+        decoding step). For self-attention, `source` is the already normed input.
+        """
+        if self.is_cross:
+            source = self.context_norm(source)
+        k, v = self.to_kv(source).chunk(2, dim=-1)
+        k, v = (rearrange(t, "b m (h d) -> b h m d", h=self.heads) for t in (k, v))
+        k = self.k_norm(k)
+
+        if self.num_null_kv > 0:
+            batch = k.shape[0]
+            null_k, null_v = (t.to(k.dtype).unsqueeze(0).expand(batch, -1, -1, -1) for t in self.null_kv)
+            # null keys are normalised like the rest so their logits live on the same scale
+            k = torch.cat((self.k_norm(null_k), k), dim=2)
+            v = torch.cat((null_v, v), dim=2)
+            if exists(mask):
+                mask = F.pad(mask, (self.num_null_kv, 0), value=True)
+        return k, v, mask
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        context: Tensor | None = None,
+        mask: Tensor | None = None,
+        attn_bias: Tensor | None = None,
+        is_causal: bool = False,
+        kv: tuple[Tensor, Tensor, Tensor | None] | None = None,
+    ) -> Tensor:
+        """x (b, n, D); mask (b, m) bool, True = attend; attn_bias (h, n, m) or (b, h, n, m)."""
+        normed = self.norm(x)
+        q = self.q_norm(rearrange(self.to_q(normed), "b n (h d) -> b h n d", h=self.heads))
+
+        if exists(kv):
+            k, v, mask = kv
+        elif self.is_cross:
+            if not exists(context):
+                raise ValueError("cross-attention needs `context` or precomputed `kv`")
+            k, v, mask = self.project_kv(context, mask)
+        else:
+            k, v, mask = self.project_kv(normed, mask)
+
+        attn_mask = None
+        if exists(attn_bias):
+            attn_mask = attn_bias.to(q.dtype)
+            if self.num_null_kv > 0:
+                attn_mask = F.pad(attn_mask, (self.num_null_kv, 0), value=0.0)
+        if exists(mask):
+            key_mask = rearrange(mask, "b m -> b 1 1 m")
+            attn_mask = key_mask if attn_mask is None else attn_mask.masked_fill(~key_mask, float("-inf"))
+
+        if is_causal and exists(attn_mask):
+            # SDPA cannot combine is_causal with an explicit mask: fold causality in
+            n, m = q.shape[-2], k.shape[-2]
+            allowed = torch.ones(n, m, dtype=torch.bool, device=q.device).tril(m - n)
+            attn_mask = attn_mask & allowed if attn_mask.dtype == torch.bool else attn_mask.masked_fill(~allowed, float("-inf"))
+            is_causal = False
+
+        out = F.scaled_dot_product_attention(
+            q,
+            k.to(q.dtype),
+            v.to(q.dtype),
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
+        )
+        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class TransformerLayer(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        dim_head: int,
+        heads: int,
+        dim_context: int | None,
+        num_null_kv: int,
+        ff_mult: float,
+        attn_dropout: float,
+        ff_dropout: float,
+        qk_norm: bool,
+    ):
+        super().__init__()
+        self.self_attn = Attention(dim, dim_head=dim_head, heads=heads, qk_norm=qk_norm, dropout=attn_dropout)
+        self.cross_attn = (
+            Attention(
+                dim,
+                dim_head=dim_head,
+                heads=heads,
+                dim_context=dim_context,
+                num_null_kv=num_null_kv,
+                qk_norm=qk_norm,
+                dropout=attn_dropout,
+            )
+            if exists(dim_context)
+            else None
+        )
+        self.ff = FeedForward(dim, mult=ff_mult, dropout=ff_dropout)
+
+
+class Transformer(nn.Module):
+    """A stack of pre-norm (self-attention, optional cross-attention, feed-forward) layers.
+
+    forward(x, attn_bias=, mask=, is_causal=, context=, context_mask=, context_kv=):
+        x             (b, n, D)
+        attn_bias     (h, n, n) or (b, h, n, n) float bias for self-attention
+        mask          (b, n) bool key padding mask for self-attention
+        context       (b, m, dim_context) for cross-attention, with context_mask (b, m)
+        context_kv    the output of `precompute_context_kv`, reused across calls
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        *,
+        dim_head: int = 64,
+        heads: int = 8,
+        dim_context: int | None = None,
+        num_null_kv: int = 2,
+        ff_mult: float = 4.0,
+        attn_dropout: float = 0.0,
+        ff_dropout: float = 0.0,
+        qk_norm: bool = True,
+    ):
+        super().__init__()
+        self.has_cross_attn = exists(dim_context)
+        self.layers = nn.ModuleList(
+            TransformerLayer(
+                dim,
+                dim_head=dim_head,
+                heads=heads,
+                dim_context=dim_context,
+                num_null_kv=num_null_kv,
+                ff_mult=ff_mult,
+                attn_dropout=attn_dropout,
+                ff_dropout=ff_dropout,
+                qk_norm=qk_norm,
+            )
+            for _ in range(depth)
+        )
+        self.norm_out = nn.LayerNorm(dim, bias=False)
+
+    def precompute_context_kv(self, context: Tensor, context_mask: Tensor | None = None) -> list:
+        """Cross-attention keys/values of every layer for a fixed context."""
+        if not self.has_cross_attn:
+            raise ValueError("this Transformer has no cross-attention (dim_context was None)")
+        return [layer.cross_attn.project_kv(context, context_mask) for layer in self.layers]
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        attn_bias: Tensor | None = None,
+        mask: Tensor | None = None,
+        is_causal: bool = False,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+        context_kv: list | None = None,
+    ) -> Tensor:
+        if self.has_cross_attn and not exists(context_kv):
+            if not exists(context):
+                raise ValueError("this Transformer cross-attends: pass `context` (b, m, dim_context) or `context_kv`")
+            context_kv = self.precompute_context_kv(context, context_mask)
+
+        for index, layer in enumerate(self.layers):
+            x = x + layer.self_attn(x, mask=mask, attn_bias=attn_bias, is_causal=is_causal)
+            if exists(layer.cross_attn):
+                x = x + layer.cross_attn(x, kv=context_kv[index])
+            x = x + layer.ff(x)
+        return self.norm_out(x)
+
+
+class ContinuousPositionBias(nn.Module):
+    """Attention bias from an MLP over relative positions on an N-d grid (Swin v2 style).
+
+    The relative offsets are log-scaled so the MLP extrapolates to grids larger
+    than those seen in training. The offset tables are cached per grid shape;
+    only the small MLP over the (2H-1)(2W-1) distinct offsets runs per forward.
+    """
+
+    def __init__(self, dim: int, heads: int, num_dims: int = 2, layers: int = 2):
+        super().__init__()
+        self.num_dims = num_dims
+        mlp: list[nn.Module] = [nn.Linear(num_dims, dim), nn.SiLU()]
+        for _ in range(layers - 1):
+            mlp += [nn.Linear(dim, dim), nn.SiLU()]
+        mlp.append(nn.Linear(dim, heads))
+        self.mlp = nn.Sequential(*mlp)
+        self._cache: dict = {}
+
+    def _tables(self, shape: tuple[int, ...], device: torch.device) -> tuple[Tensor, Tensor]:
+        key = (shape, str(device))
+        if key not in self._cache:
+            grid = torch.stack(torch.meshgrid(*(torch.arange(s, device=device) for s in shape), indexing="ij"), dim=-1)
+            grid = grid.reshape(-1, len(shape))  # (n, dims)
+            offsets_range = [torch.arange(-s + 1, s, device=device) for s in shape]
+            offsets = torch.stack(torch.meshgrid(*offsets_range, indexing="ij"), dim=-1).reshape(-1, len(shape))
+            offsets = torch.sign(offsets) * torch.log1p(offsets.abs())  # log-spaced distances
+            rel = grid[:, None, :] - grid[None, :, :] + torch.tensor([s - 1 for s in shape], device=device)
+            strides = [math.prod(2 * s - 1 for s in shape[i + 1 :]) for i in range(len(shape))]
+            index = (rel * torch.tensor(strides, device=device)).sum(-1)  # (n, n) into offsets
+            self._cache[key] = (offsets.float(), index)
+        return self._cache[key]
+
+    def forward(self, *shape: int, device: torch.device | None = None) -> Tensor:
+        """Returns (heads, n, n) with n = prod(shape)."""
+        if len(shape) != self.num_dims:
+            raise ValueError(f"expected {self.num_dims} grid sizes, got {shape}")
+        device = default(device, self.mlp[0].weight.device)
+        offsets, index = self._tables(tuple(shape), device)
+        bias = self.mlp(offsets.to(self.mlp[0].weight.dtype))  # (offsets, heads)
+        return rearrange(bias[index], "i j h -> h i j")
+
+
+class AlibiPositionBias(nn.Module):
+    """Linear distance penalty per head (ALiBi); optionally causal. Fixed, so cached."""
+
+    def __init__(self, heads: int, causal: bool = True):
+        super().__init__()
+        self.heads = heads
+        self.causal = causal
+        self.register_buffer("slopes", self._slopes(heads), persistent=False)
+        self._cache: dict = {}
+
+    @staticmethod
+    def _slopes(heads: int) -> Tensor:
+        def power_of_two(n):
+            start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+            return [start * start**i for i in range(n)]
+
+        if math.log2(heads).is_integer():
+            slopes = power_of_two(heads)
+        else:
+            closest = 2 ** math.floor(math.log2(heads))
+            slopes = power_of_two(closest) + power_of_two(2 * closest)[0::2][: heads - closest]
+        return torch.tensor(slopes).view(heads, 1, 1)
+
+    def forward(self, n: int, device: torch.device | None = None) -> Tensor:
+        device = default(device, self.slopes.device)
+        key = (n, str(device))
+        if key not in self._cache:
+            pos = torch.arange(n, device=device)
+            dist = (pos[None, :] - pos[:, None]).abs().float()
+            bias = -dist * self.slopes.to(device)
+            if self.causal:
+                future = pos[None, :] > pos[:, None]
+                bias = bias.masked_fill(future, float("-inf"))
+            self._cache[key] = bias
+        return self._cache[key]

@@ -1,0 +1,563 @@
+"""C-ViViT: the causal video tokenizer.
+
+A video (b, c, 1 + k*tp, H, W) becomes (b, 1 + k, H/p, W/p) codebook ids: the first
+frame is cut into p x p patches on its own, later frames into tp x p x p tubelets.
+A spatial transformer runs within each token frame, then a causal temporal
+transformer along time at each patch position, then a vector quantizer. The decoder
+mirrors the encoder. Tokens of frame t never depend on frames after t.
+
+Shape legend: b batch, c channels, f video frames, t token frames, h/w patch grid,
+p patch size, tp temporal patch size, d model dimension.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from beartype import beartype
+from einops import rearrange
+from einops.layers.torch import Rearrange
+from torch import Tensor, nn
+from torch.func import functional_call
+from vector_quantize_pytorch import FSQ, LFQ, VectorQuantize
+
+from .attention import AlibiPositionBias, ContinuousPositionBias, Transformer, exists
+from .discriminator import (
+    Discriminator,
+    adaptive_weight,
+    bce_discr_loss,
+    bce_gen_loss,
+    gradient_penalty,
+    hinge_discr_loss,
+    hinge_gen_loss,
+)
+from .serialization import ConfigMixin, load_state_dict_file
+
+# recommended FSQ levels per codebook size (Mentzer et al. 2023, table 1)
+FSQ_LEVELS = {
+    240: (8, 6, 5),
+    1000: (8, 5, 5, 5),
+    4375: (7, 5, 5, 5, 5),
+    15360: (8, 8, 8, 6, 5),
+    64000: (8, 8, 8, 5, 5, 5),
+}
+
+
+def pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return value if isinstance(value, tuple) else (value, value)
+
+
+class Quantizer(nn.Module):
+    """One interface over vector-quantize-pytorch's VQ, LFQ and FSQ.
+
+    forward(x (b, n, d)) -> (quantized (b, n, d), ids (b, n), aux_loss scalar)
+    codes_from_ids(ids (b, n)) -> (b, n, d)
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        dim: int,
+        codebook_size: int,
+        codebook_dim: int | None,
+        commitment_weight: float,
+        fsq_levels: tuple[int, ...] | None,
+    ):
+        super().__init__()
+        self.kind = kind
+        if kind == "vq":
+            if codebook_size < 2:
+                raise ValueError(f"codebook_size must be at least 2, got {codebook_size}")
+            self.quantizer = VectorQuantize(
+                dim=dim,
+                codebook_size=codebook_size,
+                codebook_dim=codebook_dim,
+                use_cosine_sim=True,
+                commitment_weight=commitment_weight,
+                decay=0.8,
+            )
+        elif kind == "lfq":
+            if codebook_size < 2 or codebook_size & (codebook_size - 1):
+                raise ValueError(
+                    f"quantizer='lfq' needs codebook_size to be a power of 2, got {codebook_size}; "
+                    f"nearest valid: {_nearest_powers_of_two(codebook_size)}"
+                )
+            self.quantizer = LFQ(dim=dim, codebook_size=codebook_size, commitment_loss_weight=commitment_weight)
+        elif kind == "fsq":
+            levels = fsq_levels or FSQ_LEVELS.get(codebook_size)
+            if levels is None:
+                raise ValueError(
+                    f"quantizer='fsq' needs fsq_levels, or a codebook_size with recommended levels "
+                    f"({sorted(FSQ_LEVELS)}); got codebook_size={codebook_size}"
+                )
+            product = 1
+            for level in levels:
+                product *= level
+            if product != codebook_size:
+                raise ValueError(
+                    f"quantizer='fsq': codebook_size must equal the product of fsq_levels {tuple(levels)} = {product}, "
+                    f"got {codebook_size}"
+                )
+            self.quantizer = FSQ(levels=list(levels), dim=dim)
+        else:
+            raise ValueError(f"quantizer must be one of 'vq', 'lfq', 'fsq', got {kind!r}")
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self.kind == "fsq":
+            quantized, ids = self.quantizer(x)
+            return quantized, ids, x.new_zeros(())
+        quantized, ids, loss = self.quantizer(x)
+        return quantized, ids, loss.sum()
+
+    def codes_from_ids(self, ids: Tensor) -> Tensor:
+        if self.kind == "vq":
+            return self.quantizer.get_output_from_indices(ids)
+        return self.quantizer.indices_to_codes(ids)
+
+
+def _nearest_powers_of_two(value: int) -> tuple[int, int]:
+    lower = 1 << max(value.bit_length() - 1, 1)
+    return lower, lower * 2
+
+
+def load_vgg16_features() -> nn.Module | None:
+    """VGG16 conv features when torchvision and its ImageNet weights are already on disk.
+
+    Never downloads: returns None when torchvision does not import or the weights
+    file is not in the torch hub cache.
+    """
+    try:
+        import torchvision  # noqa: F401 -- import can fail with RuntimeError beside some torch builds
+        from torchvision.models import vgg16
+    except Exception:
+        return None
+    weights = Path(torch.hub.get_dir()) / "checkpoints" / "vgg16-397923af.pth"
+    if not weights.exists():
+        return None
+    model = vgg16()
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return ImageNetFeatures(model.features[:23])  # up to relu4_3
+
+
+class ImageNetFeatures(nn.Module):
+    """Wraps a feature network that expects ImageNet-normalised RGB input in [0, 1]."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        return self.net((images - self.mean) / self.std)
+
+
+class CViViT(ConfigMixin, nn.Module):
+    """Causal video tokenizer trained as a VQGAN.
+
+    Calls:
+        loss = cvivit(video)                                   # generator loss, video (b, c, f, h, w) or image (b, c, h, w)
+        loss, recon = cvivit(video, return_recons=True)
+        discr_loss = cvivit(video, return_discr_loss=True)     # for the alternating discriminator step
+        ids = cvivit(video, return_only_codebook_ids=True)     # (b, t, h, w)
+        video = cvivit.decode_from_codebook_indices(ids)
+    """
+
+    @beartype
+    def __init__(
+        self,
+        *,
+        dim: int,
+        codebook_size: int,
+        patch_size: int | tuple[int, int],
+        temporal_patch_size: int = 2,
+        spatial_depth: int = 4,
+        temporal_depth: int = 4,
+        image_size: int | tuple[int, int] | None = None,
+        dim_head: int = 64,
+        heads: int = 8,
+        channels: int = 3,
+        quantizer: str = "vq",
+        codebook_dim: int | None = 32,
+        fsq_levels: tuple[int, ...] | list[int] | None = None,
+        commitment_weight: float = 1.0,
+        ff_mult: float = 4.0,
+        attn_dropout: float = 0.0,
+        ff_dropout: float = 0.0,
+        use_gan: bool = True,
+        discr_dim: int = 32,
+        discr_blocks: int | None = None,
+        gan_loss: str = "hinge",
+        adversarial_loss_weight: float = 1.0,
+        grad_penalty_weight: float = 10.0,
+        perceptual_network: nn.Module | Callable | str | None = "auto",
+        perceptual_loss_weight: float = 1.0,
+        use_vgg_and_gan: bool | None = None,
+    ):
+        super().__init__()
+        for name, value in (("dim", dim), ("temporal_patch_size", temporal_patch_size), ("channels", channels)):
+            if value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        if gan_loss not in ("hinge", "bce"):
+            raise ValueError(f"gan_loss must be 'hinge' or 'bce', got {gan_loss!r}")
+
+        if use_vgg_and_gan is not None:  # the public reference's single switch
+            use_gan = use_vgg_and_gan
+            if not use_vgg_and_gan:
+                perceptual_network = None
+
+        self.dim = dim
+        self.codebook_size = codebook_size
+        self.patch_size = pair(patch_size)
+        self.temporal_patch_size = temporal_patch_size
+        self.channels = channels
+        self.image_size = pair(image_size) if exists(image_size) else None
+        if exists(self.image_size):
+            self._check_divisible(self.image_size, "image_size")
+
+        ph, pw = self.patch_size
+        tp = temporal_patch_size
+        first_dim = channels * ph * pw
+        rest_dim = channels * tp * ph * pw
+
+        self.to_first_frame_tokens = nn.Sequential(
+            Rearrange("b c 1 (h p1) (w p2) -> b 1 h w (c p1 p2)", p1=ph, p2=pw),
+            nn.LayerNorm(first_dim),
+            nn.Linear(first_dim, dim),
+            nn.LayerNorm(dim),
+        )
+        self.to_rest_tokens = nn.Sequential(
+            Rearrange("b c (t pt) (h p1) (w p2) -> b t h w (c pt p1 p2)", pt=tp, p1=ph, p2=pw),
+            nn.LayerNorm(rest_dim),
+            nn.Linear(rest_dim, dim),
+            nn.LayerNorm(dim),
+        )
+
+        transformer_kwargs = dict(
+            dim_head=dim_head, heads=heads, ff_mult=ff_mult, attn_dropout=attn_dropout, ff_dropout=ff_dropout
+        )
+        self.enc_spatial_bias = ContinuousPositionBias(dim=max(dim // 4, 32), heads=heads, num_dims=2)
+        self.enc_spatial = Transformer(dim, spatial_depth, **transformer_kwargs)
+        self.enc_temporal = Transformer(dim, temporal_depth, **transformer_kwargs)
+        self.dec_temporal = Transformer(dim, temporal_depth, **transformer_kwargs)
+        self.dec_spatial_bias = ContinuousPositionBias(dim=max(dim // 4, 32), heads=heads, num_dims=2)
+        self.dec_spatial = Transformer(dim, spatial_depth, **transformer_kwargs)
+        self.temporal_bias = AlibiPositionBias(heads, causal=True)
+
+        self.quantizer = Quantizer(
+            quantizer,
+            dim,
+            codebook_size,
+            codebook_dim,
+            commitment_weight,
+            tuple(fsq_levels) if exists(fsq_levels) else None,
+        )
+
+        self.to_first_frame_pixels = nn.Sequential(
+            nn.Linear(dim, first_dim),
+            Rearrange("b 1 h w (c p1 p2) -> b c 1 (h p1) (w p2)", p1=ph, p2=pw),
+        )
+        self.to_rest_pixels = nn.Sequential(
+            nn.Linear(dim, rest_dim),
+            Rearrange("b t h w (c pt p1 p2) -> b c (t pt) (h p1) (w p2)", pt=tp, p1=ph, p2=pw),
+        )
+
+        # adversarial training
+        self.gan_loss = gan_loss
+        self.adversarial_loss_weight = adversarial_loss_weight
+        self.grad_penalty_weight = grad_penalty_weight
+        self.discr = None
+        if use_gan:
+            if discr_blocks is None:
+                smallest = min(self.image_size) if exists(self.image_size) else 64
+                discr_blocks = max(1, min(6, smallest.bit_length() - 4))  # down to about 8x8
+            self.discr = Discriminator(channels=channels, dim=discr_dim, num_blocks=discr_blocks)
+
+        # perceptual loss: frozen, kept out of the optimizer and of saved weights
+        if perceptual_network == "auto":
+            perceptual_network = load_vgg16_features()
+        elif isinstance(perceptual_network, str):
+            raise ValueError(f"perceptual_network must be 'auto', None or a module, got {perceptual_network!r}")
+        self.perceptual_loss_weight = perceptual_loss_weight
+        self._perceptual = [perceptual_network] if exists(perceptual_network) else []
+        if exists(perceptual_network) and isinstance(perceptual_network, nn.Module):
+            perceptual_network.eval().requires_grad_(False)
+
+    # ------------------------------------------------------------------ geometry
+
+    @property
+    def perceptual_network(self) -> nn.Module | Callable | None:
+        return self._perceptual[0] if self._perceptual else None
+
+    def _check_divisible(self, size: tuple[int, int], name: str):
+        (h, w), (ph, pw) = size, self.patch_size
+        if h % ph or w % pw:
+            raise ValueError(f"{name} {tuple(size)} must be divisible by patch_size {self.patch_size}")
+
+    def _resolve_image_size(self, image_size: int | tuple[int, int] | None) -> tuple[int, int]:
+        size = pair(image_size) if exists(image_size) else self.image_size
+        if size is None:
+            raise ValueError("this CViViT was built without image_size: pass image_size=(h, w)")
+        self._check_divisible(size, "image_size")
+        return size
+
+    def patch_grid(self, image_size: int | tuple[int, int] | None = None) -> tuple[int, int]:
+        """(h, w) of the token grid for frames of `image_size` (defaults to the model's)."""
+        h, w = self._resolve_image_size(image_size)
+        return h // self.patch_size[0], w // self.patch_size[1]
+
+    def tokens_per_frame(self, image_size: int | tuple[int, int] | None = None) -> int:
+        h, w = self.patch_grid(image_size)
+        return h * w
+
+    def is_valid_num_frames(self, num_frames: int) -> bool:
+        return num_frames >= 1 and (num_frames - 1) % self.temporal_patch_size == 0
+
+    def nearest_valid_num_frames(self, num_frames: int) -> tuple[int, ...]:
+        tp = self.temporal_patch_size
+        lower = 1 + max((num_frames - 1) // tp, 0) * tp
+        return tuple(sorted({lower, lower + tp} - {num_frames})) if lower != num_frames else (lower,)
+
+    def num_token_frames(self, num_frames: int) -> int:
+        """Token frames for a clip of `num_frames` video frames (1 + k*tp -> 1 + k)."""
+        if not self.is_valid_num_frames(num_frames):
+            raise ValueError(
+                f"num_frames must be 1 + k * temporal_patch_size ({self.temporal_patch_size}), got {num_frames}; "
+                f"nearest valid: {self.nearest_valid_num_frames(num_frames)}"
+            )
+        return 1 + (num_frames - 1) // self.temporal_patch_size
+
+    def num_video_frames(self, num_token_frames: int) -> int:
+        if num_token_frames < 1:
+            raise ValueError(f"num_token_frames must be >= 1, got {num_token_frames}")
+        return 1 + (num_token_frames - 1) * self.temporal_patch_size
+
+    def num_tokens(self, num_frames: int, image_size: int | tuple[int, int] | None = None) -> int:
+        return self.num_token_frames(num_frames) * self.tokens_per_frame(image_size)
+
+    # ------------------------------------------------------------------ validation
+
+    def _as_video(self, video) -> tuple[Tensor, bool]:
+        if not isinstance(video, Tensor):
+            raise TypeError(f"video must be a torch.Tensor, got {type(video).__name__}")
+        if video.ndim == 4:
+            video, is_image = video.unsqueeze(2), True
+        elif video.ndim == 5:
+            is_image = False
+        else:
+            raise ValueError(
+                f"video must be (batch, channels, frames, height, width) or an image (batch, channels, height, "
+                f"width), got shape {tuple(video.shape)}"
+            )
+        if not video.is_floating_point():
+            raise TypeError(f"video must be a float tensor, got dtype {video.dtype}")
+        b, c, f, h, w = video.shape
+        if c != self.channels:
+            raise ValueError(f"video has {c} channels, this CViViT expects channels={self.channels}")
+        self.num_token_frames(f)
+        if exists(self.image_size) and (h, w) != self.image_size:
+            raise ValueError(f"video frames are {(h, w)}, this CViViT was built for image_size={self.image_size}")
+        self._check_divisible((h, w), "video height and width")
+        return video, is_image
+
+    def _check_ids(self, ids: Tensor):
+        if not isinstance(ids, Tensor) or ids.is_floating_point():
+            raise TypeError(f"codebook ids must be an integer tensor, got {getattr(ids, 'dtype', type(ids))}")
+        if ids.numel() and (ids.min() < 0 or ids.max() >= self.codebook_size):
+            raise ValueError(
+                f"codebook ids must lie in [0, {self.codebook_size}), got values in "
+                f"[{int(ids.min())}, {int(ids.max())}]"
+            )
+
+    # ------------------------------------------------------------------ encoder / decoder
+
+    def _spatial(self, transformer: Transformer, bias_module: ContinuousPositionBias, tokens: Tensor) -> Tensor:
+        b, t, h, w, _ = tokens.shape
+        x = rearrange(tokens, "b t h w d -> (b t) (h w) d")
+        x = transformer(x, attn_bias=bias_module(h, w, device=x.device))
+        return rearrange(x, "(b t) (h w) d -> b t h w d", b=b, h=h)
+
+    def _temporal(self, transformer: Transformer, tokens: Tensor) -> Tensor:
+        b, t, h, w, _ = tokens.shape
+        x = rearrange(tokens, "b t h w d -> (b h w) t d")
+        x = transformer(x, attn_bias=self.temporal_bias(t, device=x.device))  # causal ALiBi
+        return rearrange(x, "(b h w) t d -> b t h w d", b=b, h=h, w=w)
+
+    def encode(self, video: Tensor) -> Tensor:
+        """Continuous latents (b, t, h, w, d) before quantization."""
+        video, _ = self._as_video(video)
+        tokens = self.to_first_frame_tokens(video[:, :, :1])
+        if video.shape[2] > 1:
+            tokens = torch.cat((tokens, self.to_rest_tokens(video[:, :, 1:])), dim=1)
+        tokens = self._spatial(self.enc_spatial, self.enc_spatial_bias, tokens)
+        return self._temporal(self.enc_temporal, tokens)
+
+    def quantize(self, latents: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """latents (b, t, h, w, d) -> (quantized (b, t, h, w, d), ids (b, t, h, w), aux loss)."""
+        b, t, h, w, _ = latents.shape
+        flat = rearrange(latents, "b t h w d -> b (t h w) d")
+        quantized, ids, aux_loss = self.quantizer(flat)
+        quantized = rearrange(quantized, "b (t h w) d -> b t h w d", t=t, h=h, w=w)
+        ids = rearrange(ids, "b (t h w) -> b t h w", t=t, h=h, w=w)
+        return quantized, ids, aux_loss
+
+    def decode(self, quantized: Tensor) -> Tensor:
+        """quantized latents (b, t, h, w, d) -> video (b, c, 1 + (t-1)*tp, H, W)."""
+        x = self._temporal(self.dec_temporal, quantized)
+        x = self._spatial(self.dec_spatial, self.dec_spatial_bias, x)
+        frames = self.to_first_frame_pixels(x[:, :1])
+        if x.shape[1] > 1:
+            frames = torch.cat((frames, self.to_rest_pixels(x[:, 1:])), dim=2)
+        return frames
+
+    @torch.no_grad()
+    def tokenize(self, video: Tensor) -> Tensor:
+        """Codebook ids (b, t, h, w) of a video or image batch."""
+        _, ids, _ = self.quantize(self.encode(video))
+        return ids
+
+    def decode_from_codebook_indices(self, ids: Tensor, image_size: int | tuple[int, int] | None = None) -> Tensor:
+        """ids (b, t, h, w), or flattened (b, t*h*w) given the model's image_size -> video in pixel space."""
+        self._check_ids(ids)
+        if ids.ndim == 2:
+            h, w = self.patch_grid(image_size)
+            if ids.shape[1] % (h * w):
+                raise ValueError(
+                    f"flattened ids of length {ids.shape[1]} are not a whole number of {h}x{w} token frames"
+                )
+            ids = rearrange(ids, "b (t h w) -> b t h w", h=h, w=w)
+        elif ids.ndim != 4:
+            raise ValueError(f"codebook ids must be (b, t, h, w) or (b, t*h*w), got shape {tuple(ids.shape)}")
+        b, t, h, w = ids.shape
+        codes = self.quantizer.codes_from_ids(rearrange(ids, "b t h w -> b (t h w)"))
+        codes = rearrange(codes, "b (t h w) d -> b t h w d", t=t, h=h, w=w)
+        return self.decode(codes)
+
+    # ------------------------------------------------------------------ losses
+
+    def _discriminator_frames(self, video: Tensor, recon: Tensor) -> tuple[Tensor, Tensor]:
+        """One random frame per clip for the discriminator / perceptual loss: (b, c, h, w) each."""
+        b, _, f = video.shape[:3]
+        index = torch.randint(f, (b,), device=video.device)
+        batch = torch.arange(b, device=video.device)
+        return video[batch, :, index], recon[batch, :, index]
+
+    def _discr_logits(self, images: Tensor, frozen: bool) -> Tensor:
+        if not frozen:
+            return self.discr(images)
+        # generator step: gradients reach the images but never the discriminator's weights
+        params = {name: p.detach() for name, p in self.discr.named_parameters()}
+        return functional_call(self.discr, params, (images,))
+
+    def forward(
+        self,
+        video: Tensor,
+        mask: Tensor | None = None,
+        return_recons: bool = False,
+        return_recons_only: bool = False,
+        return_discr_loss: bool = False,
+        apply_grad_penalty: bool = True,
+        return_only_codebook_ids: bool = False,
+        return_loss_breakdown: bool = False,
+    ):
+        """See the class docstring. `mask` (b, f) bool marks real frames of padded clips."""
+        video, is_image = self._as_video(video)
+        if exists(mask) and (mask.dtype != torch.bool or mask.shape != video.shape[:1] + video.shape[2:3]):
+            raise ValueError(
+                f"mask must be bool (batch, frames) = {tuple(video.shape[:1] + video.shape[2:3])}, "
+                f"got {mask.dtype} {tuple(mask.shape)}"
+            )
+
+        latents = self.encode(video)
+        quantized, ids, aux_loss = self.quantize(latents)
+        if return_only_codebook_ids:
+            return ids
+
+        recon = self.decode(quantized)
+        recon_out = recon.squeeze(2) if is_image else recon
+        if return_recons_only:
+            return recon_out
+
+        if return_discr_loss:
+            if self.discr is None:
+                raise ValueError("return_discr_loss=True needs a discriminator: build CViViT with use_gan=True")
+            real, fake = self._discriminator_frames(video, recon.detach())
+            if apply_grad_penalty:
+                real = real.detach().requires_grad_()
+            real_logits, fake_logits = self.discr(real), self.discr(fake)
+            discr_loss_fn = hinge_discr_loss if self.gan_loss == "hinge" else bce_discr_loss
+            loss = discr_loss_fn(fake_logits, real_logits)
+            if apply_grad_penalty and self.grad_penalty_weight > 0:
+                loss = loss + self.grad_penalty_weight * gradient_penalty(real, real_logits)
+            return (loss, recon_out) if return_recons else loss
+
+        if exists(mask):
+            per_frame = (recon - video).pow(2).mean(dim=(1, 3, 4))  # (b, f)
+            recon_loss = per_frame[mask].mean()
+        else:
+            recon_loss = F.mse_loss(recon, video)
+
+        breakdown = {"recon": recon_loss.detach(), "quantizer": aux_loss.detach()}
+        loss = recon_loss + aux_loss
+
+        need_frames = self.perceptual_network is not None or (
+            self.discr is not None and self.adversarial_loss_weight > 0 and self.training
+        )
+        if need_frames:
+            real_frames, fake_frames = self._discriminator_frames(video, recon)
+
+        if self.perceptual_network is not None and self.perceptual_loss_weight > 0:
+            with torch.no_grad():
+                real_features = self.perceptual_network(real_frames)
+            perceptual = F.mse_loss(self.perceptual_network(fake_frames), real_features)
+            breakdown["perceptual"] = perceptual.detach()
+            loss = loss + self.perceptual_loss_weight * perceptual
+
+        # the adversarial term needs gradients for its adaptive weight: training only
+        if self.discr is not None and self.adversarial_loss_weight > 0 and self.training and torch.is_grad_enabled():
+            gen_loss_fn = hinge_gen_loss if self.gan_loss == "hinge" else bce_gen_loss
+            gen_loss = gen_loss_fn(self._discr_logits(fake_frames, frozen=True))
+            last_layers = [self.to_first_frame_pixels[0].weight, self.to_rest_pixels[0].weight]
+            weight = adaptive_weight(loss, gen_loss, last_layers)
+            breakdown["adversarial"] = gen_loss.detach()
+            breakdown["adaptive_weight"] = weight
+            loss = loss + self.adversarial_loss_weight * weight * gen_loss
+
+        outputs = (loss, recon_out) if return_recons else (loss,)
+        if return_loss_breakdown:
+            outputs = outputs + (breakdown,)
+        return outputs if len(outputs) > 1 else loss
+
+    # ------------------------------------------------------------------ parameters and files
+
+    def generator_parameters(self):
+        """Parameters of the tokenizer proper (everything but the discriminator)."""
+        return [p for name, p in self.named_parameters() if not name.startswith("discr.") and p.requires_grad]
+
+    def discriminator_parameters(self):
+        return list(self.discr.parameters()) if self.discr is not None else []
+
+    def load(self, path: str | Path, strict: bool = True):
+        """Load weights saved by `save`, `save_pretrained` or a trainer checkpoint (never executes pickled code)."""
+        state = load_state_dict_file(path)
+        state = state.get("model", state) if isinstance(state.get("model", None), dict) else state
+        self.load_state_dict(state, strict=strict)
+        return self
+
+    def save(self, path: str | Path):
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path))
+
+
+def _silence_vq_warnings():
+    warnings.filterwarnings("ignore", message=".*torch.cuda.amp.autocast.*")
+
+
+_silence_vq_warnings()

@@ -1,0 +1,309 @@
+import pytest
+import torch
+
+from phenaki_pytorch import CViViT
+
+
+def tiny_cvivit(**overrides):
+    kwargs = dict(
+        dim=32,
+        codebook_size=64,
+        patch_size=8,
+        temporal_patch_size=2,
+        spatial_depth=1,
+        temporal_depth=1,
+        dim_head=8,
+        heads=4,
+        perceptual_network=None,
+        discr_dim=8,
+    )
+    kwargs.update(overrides)
+    return CViViT(**kwargs)
+
+
+@pytest.fixture
+def cvivit():
+    torch.manual_seed(0)
+    return tiny_cvivit()
+
+
+def test_seed_readme_snippet_reduced():
+    # the seed README's first snippet: no image_size, codebook_size 5000, patch 32 (sizes shrunk)
+    cvivit = CViViT(
+        dim=64,
+        codebook_size=5000,
+        patch_size=32,
+        temporal_patch_size=2,
+        spatial_depth=1,
+        temporal_depth=1,
+        dim_head=16,
+        heads=4,
+    )
+    video = torch.randn(1, 3, 5, 64, 64)
+    loss = cvivit(video)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert any(p.grad is not None for p in cvivit.generator_parameters())
+
+
+@pytest.mark.parametrize("frames", [1, 3, 9])
+def test_video_shapes(cvivit, frames):
+    video = torch.rand(2, 3, frames, 32, 32)
+    loss, recon = cvivit(video, return_recons=True)
+    assert recon.shape == video.shape
+    ids = cvivit(video, return_only_codebook_ids=True)
+    assert ids.shape == (2, 1 + (frames - 1) // 2, 4, 4)
+    assert ids.dtype == torch.long
+
+
+def test_image_input_is_one_frame_video(cvivit):
+    cvivit.eval()
+    image = torch.rand(2, 3, 32, 32)
+    loss, recon = cvivit(image, return_recons=True)
+    assert recon.shape == image.shape
+    ids_image = cvivit(image, return_only_codebook_ids=True)
+    ids_video = cvivit(image.unsqueeze(2), return_only_codebook_ids=True)
+    assert torch.equal(ids_image, ids_video)
+
+
+def test_rectangular_frames():
+    cvivit = tiny_cvivit(image_size=(32, 48), patch_size=(8, 16))
+    video = torch.rand(1, 3, 5, 32, 48)
+    assert cvivit(video, return_recons_only=True).shape == video.shape
+    assert cvivit.patch_grid() == (4, 3)
+    assert cvivit.tokens_per_frame() == 12
+
+
+def test_geometry_helpers(cvivit):
+    assert cvivit.num_token_frames(1) == 1
+    assert cvivit.num_token_frames(17) == 9
+    assert cvivit.num_video_frames(9) == 17
+    assert cvivit.tokens_per_frame(64) == 64
+    assert cvivit.num_tokens(17, image_size=(32, 64)) == 9 * 4 * 8
+    for frames in range(1, 20, 2):
+        assert cvivit.num_video_frames(cvivit.num_token_frames(frames)) == frames
+    with pytest.raises(ValueError, match="nearest valid: \\(9, 11\\)"):
+        cvivit.num_token_frames(10)
+
+
+def test_causal_in_time():
+    torch.manual_seed(0)
+    cvivit = tiny_cvivit(temporal_depth=2, spatial_depth=2).eval()
+    video = torch.rand(2, 3, 9, 32, 32)
+    for cut in (1, 3, 5, 7):  # frames >= cut change; token frame k covers frames 2k-1, 2k
+        changed = video.clone()
+        changed[:, :, cut:] = torch.rand_like(changed[:, :, cut:])
+        keep = 1 + (cut - 1) // 2  # token frames built only from frames < cut
+        with torch.no_grad():
+            latents_a, latents_b = cvivit.encode(video), cvivit.encode(changed)
+            ids_a, ids_b = cvivit.tokenize(video), cvivit.tokenize(changed)
+            recon_a = cvivit.decode_from_codebook_indices(ids_a)
+            recon_b = cvivit.decode_from_codebook_indices(ids_b)
+        torch.testing.assert_close(latents_a[:, :keep], latents_b[:, :keep])
+        assert torch.equal(ids_a[:, :keep], ids_b[:, :keep])
+        # the decoder is causal too: pixels of unchanged token frames are unchanged
+        frames_kept = 1 + (keep - 1) * 2
+        torch.testing.assert_close(recon_a[:, :, :frames_kept], recon_b[:, :, :frames_kept])
+        # and the change is visible afterwards (the test could fail)
+        assert not torch.allclose(latents_a[:, keep:], latents_b[:, keep:])
+
+
+def test_encode_decode_round_trip_of_ids():
+    torch.manual_seed(0)
+    cvivit = tiny_cvivit(use_gan=False).eval()
+    video = torch.rand(2, 3, 5, 32, 32)
+    ids = cvivit.tokenize(video)
+    recon = cvivit.decode_from_codebook_indices(ids)
+    assert recon.shape == video.shape
+    # decoding ids equals decoding the quantized latents directly
+    with torch.no_grad():
+        quantized, ids_direct, _ = cvivit.quantize(cvivit.encode(video))
+        direct = cvivit.decode(quantized)
+    assert torch.equal(ids, ids_direct)
+    torch.testing.assert_close(recon, direct, atol=1e-5, rtol=1e-4)
+    # flattened ids decode the same when the model knows its image size
+    sized = tiny_cvivit(image_size=32, use_gan=False)
+    sized.load_state_dict(cvivit.state_dict())
+    sized.eval()
+    flat = ids.flatten(1)
+    torch.testing.assert_close(sized.decode_from_codebook_indices(flat), recon, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "quantizer,codebook_size,extra",
+    [("vq", 5000, {}), ("lfq", 256, {}), ("fsq", 1000, {}), ("fsq", 40, {"fsq_levels": (8, 5)})],
+)
+def test_quantizers(quantizer, codebook_size, extra):
+    torch.manual_seed(0)
+    cvivit = tiny_cvivit(quantizer=quantizer, codebook_size=codebook_size, use_gan=False, **extra).eval()
+    video = torch.rand(1, 3, 3, 16, 16)
+    ids = cvivit.tokenize(video)
+    assert ids.min() >= 0 and ids.max() < codebook_size
+    recon = cvivit.decode_from_codebook_indices(ids)
+    assert recon.shape == video.shape
+
+
+def test_quantizer_codebook_validation():
+    with pytest.raises(ValueError, match="power of 2"):
+        tiny_cvivit(quantizer="lfq", codebook_size=5000)
+    with pytest.raises(ValueError, match="fsq_levels"):
+        tiny_cvivit(quantizer="fsq", codebook_size=5000)
+    with pytest.raises(ValueError, match="product"):
+        tiny_cvivit(quantizer="fsq", codebook_size=41, fsq_levels=(8, 5))
+    with pytest.raises(ValueError, match="quantizer must be"):
+        tiny_cvivit(quantizer="kmeans")
+
+
+def test_overfits_one_video():
+    torch.manual_seed(0)
+    cvivit = tiny_cvivit(dim=64, codebook_size=256, use_gan=False, spatial_depth=2, temporal_depth=2, dim_head=16)
+    t = torch.linspace(0, 1, 5)[:, None, None]
+    x = torch.linspace(0, 1, 16)
+    # a smooth moving gradient, 5 frames of 16x16
+    frames = torch.sin(6 * (x[None, None, :] + x[None, :, None] * 0.5 - t))
+    video = torch.stack((frames, frames.flip(-1), frames.transpose(-1, -2)))[None] * 0.5 + 0.5
+    optimizer = torch.optim.Adam(cvivit.generator_parameters(), lr=2e-3)
+    cvivit.eval()
+    with torch.no_grad():
+        start = torch.mean((cvivit(video, return_recons_only=True) - video) ** 2).item()
+    cvivit.train()
+    for _ in range(300):
+        loss = cvivit(video)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    cvivit.eval()
+    with torch.no_grad():
+        end = torch.mean((cvivit(video, return_recons_only=True) - video) ** 2).item()
+    assert end < start / 10, (start, end)
+
+
+def test_generator_and_discriminator_gradients_reach_the_right_parameters():
+    torch.manual_seed(0)
+    cvivit = tiny_cvivit()
+    video = torch.rand(2, 3, 5, 32, 32)
+
+    loss = cvivit(video)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is None for p in cvivit.discriminator_parameters())
+    grads = [p.grad for p in cvivit.generator_parameters()]
+    assert sum(g is not None and g.abs().sum() > 0 for g in grads) > len(grads) // 2
+    cvivit.zero_grad(set_to_none=True)
+
+    discr_loss = cvivit(video, return_discr_loss=True)
+    assert torch.isfinite(discr_loss)
+    discr_loss.backward()
+    assert all(p.grad is None for p in cvivit.generator_parameters())
+    assert all(p.grad is not None for p in cvivit.discriminator_parameters())
+
+
+def test_adversarial_term_changes_the_generator_loss():
+    torch.manual_seed(0)
+    with_gan = tiny_cvivit()
+    video = torch.rand(2, 3, 5, 32, 32)
+    torch.manual_seed(1)
+    loss, breakdown = with_gan(video, return_loss_breakdown=True)
+    assert {"recon", "quantizer", "adversarial", "adaptive_weight"} <= set(breakdown)
+    expected = breakdown["recon"] + breakdown["quantizer"] + breakdown["adaptive_weight"] * breakdown["adversarial"]
+    torch.testing.assert_close(loss.detach(), expected)
+
+
+def test_discriminator_loss_variants():
+    torch.manual_seed(0)
+    video = torch.rand(2, 3, 3, 32, 32)
+    for gan_loss in ("hinge", "bce"):
+        cvivit = tiny_cvivit(gan_loss=gan_loss)
+        for penalty in (True, False):
+            loss = cvivit(video, return_discr_loss=True, apply_grad_penalty=penalty)
+            assert loss.ndim == 0 and torch.isfinite(loss)
+    with pytest.raises(ValueError, match="use_gan"):
+        tiny_cvivit(use_gan=False)(video, return_discr_loss=True)
+
+
+def test_single_channel_video():
+    cvivit = tiny_cvivit(channels=1)
+    video = torch.rand(2, 1, 3, 16, 16)
+    assert cvivit(video, return_recons_only=True).shape == video.shape
+    assert torch.isfinite(cvivit(video, return_discr_loss=True))
+
+
+def test_pluggable_perceptual_network_is_frozen_and_not_saved():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    cvivit = tiny_cvivit(perceptual_network=net)
+    loss, breakdown = cvivit(torch.rand(1, 3, 3, 16, 16), return_loss_breakdown=True)
+    assert "perceptual" in breakdown
+    loss.backward()
+    assert all(not p.requires_grad and p.grad is None for p in net.parameters())
+    assert not any(k.startswith("perceptual") or "_perceptual" in k for k in cvivit.state_dict())
+    assert all(p is not q for p in cvivit.parameters() for q in net.parameters())
+
+
+def test_padding_mask_ignores_padded_frames():
+    torch.manual_seed(0)
+    cvivit = tiny_cvivit(use_gan=False).eval()
+    video = torch.rand(1, 3, 5, 16, 16)
+    mask = torch.tensor([[True, True, True, False, False]])
+    noisy = video.clone()
+    noisy[:, :, 3:] = 100.0
+    a = cvivit(video, mask=mask)
+    b = cvivit(noisy, mask=mask)
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="mask must be bool"):
+        cvivit(video, mask=mask.float())
+
+
+@pytest.mark.parametrize(
+    "video,error,match",
+    [
+        (torch.rand(3, 5, 16, 16)[None, None], ValueError, "batch, channels, frames"),
+        (torch.rand(3, 16, 16), ValueError, "batch, channels, frames"),
+        (torch.rand(1, 4, 5, 16, 16), ValueError, "channels=3"),
+        (torch.rand(1, 3, 4, 16, 16), ValueError, "1 \\+ k \\* temporal_patch_size"),
+        (torch.rand(1, 3, 5, 20, 16), ValueError, "divisible by patch_size"),
+        (torch.randint(0, 255, (1, 3, 5, 16, 16)), TypeError, "float"),
+        ([[1.0]], TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_video_inputs(cvivit, video, error, match):
+    with pytest.raises(error, match=match):
+        cvivit(video)
+
+
+def test_bad_ids_and_sizes():
+    cvivit = tiny_cvivit(image_size=16)
+    with pytest.raises(ValueError, match="\\[0, 64\\)"):
+        cvivit.decode_from_codebook_indices(torch.full((1, 2, 2, 2), 64))
+    with pytest.raises(ValueError, match="\\[0, 64\\)"):
+        cvivit.decode_from_codebook_indices(torch.full((1, 2, 2, 2), -1))
+    with pytest.raises(TypeError, match="integer"):
+        cvivit.decode_from_codebook_indices(torch.zeros(1, 2, 2, 2))
+    with pytest.raises(ValueError, match="whole number"):
+        cvivit.decode_from_codebook_indices(torch.zeros(1, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="image_size=\\(16, 16\\)"):
+        cvivit(torch.rand(1, 3, 1, 32, 32))
+    with pytest.raises(ValueError, match="divisible"):
+        tiny_cvivit(image_size=20)
+
+
+def test_load_and_save_pretrained(tmp_path, cvivit):
+    cvivit.eval()
+    video = torch.rand(1, 3, 3, 16, 16)
+    path = tmp_path / "cvivit.safetensors"
+    cvivit.save(path)
+    fresh = tiny_cvivit().eval()
+    fresh.load(path)
+    assert torch.equal(fresh.tokenize(video), cvivit.tokenize(video))
+
+    torch.save(cvivit.state_dict(), tmp_path / "cvivit.pt")
+    assert torch.equal(tiny_cvivit().eval().load(tmp_path / "cvivit.pt").tokenize(video), cvivit.tokenize(video))
+
+    cvivit.save_pretrained(tmp_path / "pretrained")
+    rebuilt = CViViT.from_pretrained(tmp_path / "pretrained").eval()
+    assert rebuilt.config == cvivit.config
+    assert torch.equal(rebuilt.tokenize(video), cvivit.tokenize(video))
+
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((tmp_path / "cvivit.pt").read_bytes()[:100])
+    with pytest.raises(ValueError, match="truncated"):
+        tiny_cvivit().load(truncated)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from beartype import beartype
 from einops import rearrange
 from einops.layers.torch import Rearrange
 from torch import Tensor, nn
@@ -36,6 +35,7 @@ from .discriminator import (
     hinge_gen_loss,
 )
 from .serialization import ConfigMixin, load_state_dict_file
+from .typecheck import typechecked
 
 # recommended FSQ levels per codebook size (Mentzer et al. 2023, table 1)
 FSQ_LEVELS = {
@@ -169,7 +169,7 @@ class CViViT(ConfigMixin, nn.Module):
         video = cvivit.decode_from_codebook_indices(ids)
     """
 
-    @beartype
+    @typechecked
     def __init__(
         self,
         *,

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from beartype import beartype
 from torch import Tensor, nn
+
+from .typecheck import typechecked
 
 __all__ = [
     "DEFAULT_TEXT_ENCODER",
@@ -147,7 +148,7 @@ class HFTextEncoder(TextEncoder):
     passed, on the device this module was last moved to with ``.to(...)``.
     """
 
-    @beartype
+    @typechecked
     def __init__(
         self,
         name_or_path: str = DEFAULT_TEXT_ENCODER,
@@ -350,7 +351,7 @@ class CallableTextEncoder(TextEncoder):
     weights stay out of the owner's ``state_dict()``). Subclass ``TextEncoder`` for a trainable encoder.
     """
 
-    @beartype
+    @typechecked
     def __init__(self, fn: Callable, dim: int):
         super().__init__()
         if dim < 1:
@@ -405,7 +406,7 @@ class CallableTextEncoder(TextEncoder):
         return embeds, mask
 
 
-@beartype
+@typechecked
 def get_text_encoder(spec: str | TextEncoder | Callable | None, dim: int | None = None) -> TextEncoder | None:
     """Build a text encoder from a loose spec.
 

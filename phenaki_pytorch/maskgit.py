@@ -1,0 +1,324 @@
+"""MaskGit, the Token Critic and the self-critic head.
+
+All three are bidirectional transformers over flattened video tokens (b, n) with
+n = t * h * w. Positions come from factorised (time, height, width) embeddings,
+so primed and new frames, and clips of different lengths, share one scheme.
+Text conditioning is cross-attention with learned null key/values: a sample whose
+text is dropped (classifier-free guidance) attends only to the null keys.
+
+Shape legend: b batch, n tokens, t/h/w token grid, m text length, d model dim.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from .attention import Transformer, exists
+from .serialization import ConfigMixin
+from .typecheck import typechecked
+
+
+class TokenTransformer(nn.Module):
+    """Shared trunk: token + (t, h, w) position embeddings -> transformer -> hidden states."""
+
+    def __init__(
+        self,
+        *,
+        num_tokens: int,
+        max_seq_len: int,
+        dim: int,
+        depth: int,
+        dim_context: int | None,
+        heads: int,
+        dim_head: int,
+        ff_mult: float,
+        attn_dropout: float,
+        ff_dropout: float,
+    ):
+        super().__init__()
+        if num_tokens < 1 or max_seq_len < 1:
+            raise ValueError(f"num_tokens and max_seq_len must be positive, got {num_tokens}, {max_seq_len}")
+        self.num_tokens = num_tokens
+        self.mask_id = num_tokens  # one extra embedding row for [MASK]
+        self.max_seq_len = max_seq_len
+        self.dim = dim
+        self.dim_context = dim_context
+
+        self.token_emb = nn.Embedding(num_tokens + 1, dim)
+        self.pos_time = nn.Embedding(max_seq_len, dim)
+        self.pos_height = nn.Embedding(max_seq_len, dim)
+        self.pos_width = nn.Embedding(max_seq_len, dim)
+        for emb in (self.token_emb, self.pos_time, self.pos_height, self.pos_width):
+            nn.init.normal_(emb.weight, std=0.02)
+
+        self.transformer = Transformer(
+            dim,
+            depth,
+            dim_head=dim_head,
+            heads=heads,
+            dim_context=dim_context,
+            ff_mult=ff_mult,
+            attn_dropout=attn_dropout,
+            ff_dropout=ff_dropout,
+        )
+        self._pos_cache: dict = {}
+
+    @property
+    def is_conditional(self) -> bool:
+        return exists(self.dim_context)
+
+    def _grid_index(self, n: int, video_patch_shape: tuple[int, int] | None, device) -> tuple[Tensor, Tensor, Tensor]:
+        h, w = video_patch_shape if exists(video_patch_shape) else (1, n)
+        if n % (h * w):
+            raise ValueError(f"sequence of {n} tokens is not a whole number of {h}x{w} token frames")
+        key = (n, h, w, str(device))
+        if key not in self._pos_cache:
+            index = torch.arange(n, device=device)
+            self._pos_cache[key] = (index // (h * w), (index // w) % h, index % w)
+        return self._pos_cache[key]
+
+    def check_ids(self, x: Tensor, allow_mask: bool = True):
+        if not isinstance(x, Tensor) or x.is_floating_point() or x.ndim != 2:
+            raise TypeError(
+                f"token ids must be an integer tensor (batch, seq_len), got "
+                f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}"
+            )
+        if x.shape[1] > self.max_seq_len:
+            raise ValueError(f"sequence of {x.shape[1]} tokens exceeds max_seq_len={self.max_seq_len}")
+        upper = self.num_tokens + (1 if allow_mask else 0)
+        if x.numel() and (x.min() < 0 or x.max() >= upper):
+            raise ValueError(
+                f"token ids must lie in [0, {upper}) (num_tokens={self.num_tokens}"
+                f"{', plus the mask id' if allow_mask else ''}), got values in [{int(x.min())}, {int(x.max())}]"
+            )
+
+    def context_kv(self, text_embeds: Tensor, text_mask: Tensor | None = None) -> list:
+        """Cross-attention keys/values for fixed text: compute once, reuse every decoding step."""
+        if not self.is_conditional:
+            raise ValueError("this model is unconditional: it takes no text")
+        if text_embeds.ndim != 3 or text_embeds.shape[-1] != self.dim_context:
+            raise ValueError(
+                f"text_embeds must be (batch, length, {self.dim_context}), got {tuple(text_embeds.shape)}"
+            )
+        return self.transformer.precompute_context_kv(text_embeds, text_mask)
+
+    def embed(
+        self,
+        x: Tensor,
+        *,
+        text_embeds: Tensor | None = None,
+        text_mask: Tensor | None = None,
+        context_kv: list | None = None,
+        video_patch_shape: tuple[int, int] | None = None,
+        video_mask: Tensor | None = None,
+        cond_drop_prob: float = 0.0,
+    ) -> Tensor:
+        """Hidden states (b, n, d). `video_mask` (b, n) marks real tokens; padding is never attended."""
+        self.check_ids(x)
+        b, n = x.shape
+        t_idx, h_idx, w_idx = self._grid_index(n, video_patch_shape, x.device)
+        tokens = self.token_emb(x) + self.pos_time(t_idx) + self.pos_height(h_idx) + self.pos_width(w_idx)
+
+        if self.is_conditional and not exists(context_kv):
+            if not exists(text_embeds):
+                # no text at all: attend to the null key/values only
+                text_embeds = tokens.new_zeros(b, 1, self.dim_context)
+                text_mask = torch.zeros(b, 1, dtype=torch.bool, device=x.device)
+            if not exists(text_mask):
+                text_mask = torch.ones(text_embeds.shape[:2], dtype=torch.bool, device=x.device)
+            if cond_drop_prob > 0:
+                keep = torch.rand(b, device=x.device) >= cond_drop_prob
+                text_mask = text_mask & keep[:, None]
+            context_kv = self.context_kv(text_embeds, text_mask)
+
+        return self.transformer(tokens, mask=video_mask, context_kv=context_kv)
+
+
+class MaskGit(ConfigMixin, nn.Module):
+    """Bidirectional transformer predicting the original id of every [MASK]ed video token.
+
+        maskgit = MaskGit(num_tokens=5000, max_seq_len=1024, dim=512, dim_context=768, depth=6)
+        logits = maskgit(ids, text_embeds=..., text_mask=..., video_patch_shape=(h, w))  # (b, n, num_tokens)
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        *,
+        num_tokens: int,
+        max_seq_len: int,
+        dim: int,
+        depth: int,
+        dim_context: int | None = None,
+        heads: int = 8,
+        dim_head: int = 64,
+        unconditional: bool = False,
+        cond_drop_prob: float = 0.25,
+        ff_mult: float = 4.0,
+        attn_dropout: float = 0.0,
+        ff_dropout: float = 0.0,
+    ):
+        super().__init__()
+        if not unconditional and not exists(dim_context):
+            raise ValueError("a conditional MaskGit needs dim_context (the text embedding size), or unconditional=True")
+        if not 0.0 <= cond_drop_prob < 1.0:
+            raise ValueError(f"cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
+        self.unconditional = unconditional
+        self.cond_drop_prob = cond_drop_prob if not unconditional else 0.0
+        self.trunk = TokenTransformer(
+            num_tokens=num_tokens,
+            max_seq_len=max_seq_len,
+            dim=dim,
+            depth=depth,
+            dim_context=None if unconditional else dim_context,
+            heads=heads,
+            dim_head=dim_head,
+            ff_mult=ff_mult,
+            attn_dropout=attn_dropout,
+            ff_dropout=ff_dropout,
+        )
+        self.to_logits = nn.Linear(dim, num_tokens)
+
+    num_tokens = property(lambda self: self.trunk.num_tokens)
+    mask_id = property(lambda self: self.trunk.mask_id)
+    max_seq_len = property(lambda self: self.trunk.max_seq_len)
+    dim_context = property(lambda self: self.trunk.dim_context)
+
+    def context_kv(self, text_embeds: Tensor, text_mask: Tensor | None = None) -> list:
+        return self.trunk.context_kv(text_embeds, text_mask)
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        text_embeds: Tensor | None = None,
+        text_mask: Tensor | None = None,
+        context_kv: list | None = None,
+        video_patch_shape: tuple[int, int] | None = None,
+        video_mask: Tensor | None = None,
+        cond_drop_prob: float | None = None,
+        return_embeds: bool = False,
+    ):
+        """Logits (b, n, num_tokens); with `return_embeds` also the hidden states (b, n, d).
+
+        `cond_drop_prob` defaults to the model's own in training and to 0 in eval.
+        """
+        if cond_drop_prob is None:
+            cond_drop_prob = self.cond_drop_prob if self.training else 0.0
+        embeds = self.trunk.embed(
+            x,
+            text_embeds=text_embeds,
+            text_mask=text_mask,
+            context_kv=context_kv,
+            video_patch_shape=video_patch_shape,
+            video_mask=video_mask,
+            cond_drop_prob=cond_drop_prob,
+        )
+        logits = self.to_logits(embeds)
+        return (logits, embeds) if return_embeds else logits
+
+    def masked_loss(self, logits: Tensor, target_ids: Tensor, masked: Tensor) -> Tensor:
+        """Cross-entropy on masked positions only."""
+        if not masked.any():
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits[masked].float(), target_ids[masked])
+
+
+class TokenCritic(ConfigMixin, nn.Module):
+    """Scores each token of a filled-in sequence: logit > 0 means "sampled", < 0 "real".
+
+        critic = TokenCritic(num_tokens=5000, max_seq_len=1024, dim=512, dim_context=768, depth=6, has_cross_attn=True)
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        *,
+        num_tokens: int,
+        max_seq_len: int,
+        dim: int,
+        depth: int,
+        dim_context: int | None = None,
+        has_cross_attn: bool = False,
+        heads: int = 8,
+        dim_head: int = 64,
+        ff_mult: float = 4.0,
+        attn_dropout: float = 0.0,
+        ff_dropout: float = 0.0,
+    ):
+        super().__init__()
+        if has_cross_attn and not exists(dim_context):
+            raise ValueError("TokenCritic(has_cross_attn=True) needs dim_context")
+        self.trunk = TokenTransformer(
+            num_tokens=num_tokens,
+            max_seq_len=max_seq_len,
+            dim=dim,
+            depth=depth,
+            dim_context=dim_context if has_cross_attn else None,
+            heads=heads,
+            dim_head=dim_head,
+            ff_mult=ff_mult,
+            attn_dropout=attn_dropout,
+            ff_dropout=ff_dropout,
+        )
+        self.to_logits = nn.Linear(dim, 1)
+
+    num_tokens = property(lambda self: self.trunk.num_tokens)
+    has_cross_attn = property(lambda self: self.trunk.is_conditional)
+
+    def context_kv(self, text_embeds: Tensor, text_mask: Tensor | None = None) -> list | None:
+        return self.trunk.context_kv(text_embeds, text_mask) if self.has_cross_attn else None
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        text_embeds: Tensor | None = None,
+        text_mask: Tensor | None = None,
+        context_kv: list | None = None,
+        video_patch_shape: tuple[int, int] | None = None,
+        video_mask: Tensor | None = None,
+        cond_drop_prob: float = 0.0,
+    ) -> Tensor:
+        """Per-token logits (b, n)."""
+        if not self.has_cross_attn:
+            text_embeds = text_mask = context_kv = None
+        embeds = self.trunk.embed(
+            x,
+            text_embeds=text_embeds,
+            text_mask=text_mask,
+            context_kv=context_kv,
+            video_patch_shape=video_patch_shape,
+            video_mask=video_mask,
+            cond_drop_prob=cond_drop_prob,
+        )
+        return rearrange(self.to_logits(embeds), "b n 1 -> b n")
+
+
+class SelfCritic(nn.Module):
+    """A critic head on MaskGit's own hidden states (`Phenaki(..., self_token_critic=True)`)."""
+
+    def __init__(self, maskgit: MaskGit):
+        super().__init__()
+        # not registered as a submodule: its owner (Phenaki) already holds the MaskGit, and its
+        # weights must not be saved twice
+        self._maskgit = [maskgit]
+        self.to_logits = nn.Linear(maskgit.trunk.dim, 1)
+
+    @property
+    def maskgit(self) -> MaskGit:
+        return self._maskgit[0]
+
+    num_tokens = property(lambda self: self.maskgit.num_tokens)
+    has_cross_attn = property(lambda self: not self.maskgit.unconditional)
+
+    def context_kv(self, text_embeds: Tensor, text_mask: Tensor | None = None) -> list | None:
+        return self.maskgit.context_kv(text_embeds, text_mask) if self.has_cross_attn else None
+
+    def forward(self, x: Tensor, **kwargs) -> Tensor:
+        kwargs.setdefault("cond_drop_prob", 0.0)
+        _, embeds = self.maskgit(x, return_embeds=True, **kwargs)
+        return rearrange(self.to_logits(embeds), "b n 1 -> b n")

@@ -1,0 +1,9 @@
+"""Runtime type checks for public entry points.
+
+`typechecked` is beartype configured to raise a plain `TypeError` (naming the
+parameter, the expected type and what came), so callers catch one exception type.
+"""
+
+from beartype import BeartypeConf, beartype
+
+typechecked = beartype(conf=BeartypeConf(violation_type=TypeError, is_color=False))

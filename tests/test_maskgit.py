@@ -1,0 +1,206 @@
+import pytest
+import torch
+from helpers import TEXT_DIM, tiny_critic, tiny_maskgit
+
+from phenaki_pytorch import CriticTrainer, MaskGit, MaskGitScheduler, SelfCritic, TokenCritic
+from phenaki_pytorch.sampling import cosine_schedule, random_training_mask
+
+
+def test_seed_readme_critic_snippet_reduced():
+    maskgit = MaskGit(num_tokens=500, max_seq_len=128, dim=32, dim_context=48, depth=2)
+    critic = TokenCritic(num_tokens=500, max_seq_len=128, dim=32, dim_context=48, depth=2)
+    critic_trainer = CriticTrainer(maskgit=maskgit, critic=critic)
+    video_codes = torch.randint(0, 500, (4, 128))
+    loss = critic_trainer(video_codes)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is None for p in maskgit.parameters())  # the MaskGit is frozen here
+    assert all(p.grad is not None for p in critic.parameters() if p.requires_grad)
+
+
+def test_maskgit_logits_shape_and_mask_token():
+    maskgit = tiny_maskgit()
+    ids = torch.randint(0, 64, (2, 32))
+    ids[:, ::3] = maskgit.mask_id
+    text = torch.randn(2, 5, TEXT_DIM)
+    logits = maskgit(ids, text_embeds=text, video_patch_shape=(2, 4))
+    assert logits.shape == (2, 32, 64)
+
+
+def test_text_conditioning_matters_and_null_text_is_the_dropped_branch():
+    torch.manual_seed(0)
+    maskgit = tiny_maskgit().eval()
+    ids = torch.randint(0, 64, (2, 16))
+    text = torch.randn(2, 5, TEXT_DIM)
+    with_text = maskgit(ids, text_embeds=text)
+    other_text = maskgit(ids, text_embeds=torch.randn(2, 5, TEXT_DIM))
+    assert not torch.allclose(with_text, other_text)
+    no_text = maskgit(ids, text_embeds=text, text_mask=torch.zeros(2, 5, dtype=torch.bool))
+    always_dropped = maskgit(ids, text_embeds=text, cond_drop_prob=0.999999)
+    torch.testing.assert_close(no_text, always_dropped)
+    torch.testing.assert_close(no_text, maskgit(ids))  # no text at all = null text
+
+
+def test_cond_drop_prob_is_used_in_training_only():
+    maskgit = tiny_maskgit(cond_drop_prob=0.5)
+    ids = torch.randint(0, 64, (64, 8))
+    text = torch.randn(64, 3, TEXT_DIM)
+    maskgit.train()
+    torch.manual_seed(0)
+    train_logits = maskgit(ids, text_embeds=text)
+    null = maskgit(ids, text_embeds=text, text_mask=torch.zeros(64, 3, dtype=torch.bool), cond_drop_prob=0.0)
+    cond = maskgit(ids, text_embeds=text, cond_drop_prob=0.0)
+    dropped = torch.isclose(train_logits, null, atol=1e-5).flatten(1).all(-1)
+    kept = torch.isclose(train_logits, cond, atol=1e-5).flatten(1).all(-1)
+    assert torch.all(dropped ^ kept)
+    assert 16 < dropped.sum() < 48  # about half of the rows lost their text
+    maskgit.eval()
+    torch.testing.assert_close(maskgit(ids, text_embeds=text), cond)
+
+
+def test_padding_mask_isolates_real_tokens():
+    torch.manual_seed(0)
+    maskgit = tiny_maskgit().eval()
+    ids = torch.randint(0, 64, (1, 16))
+    valid = torch.zeros(1, 16, dtype=torch.bool)
+    valid[:, :8] = True
+    text = torch.randn(1, 3, TEXT_DIM)
+    a = maskgit(ids, text_embeds=text, video_mask=valid, video_patch_shape=(2, 4))
+    changed = ids.clone()
+    changed[:, 8:] = (changed[:, 8:] + 1) % 64
+    b = maskgit(changed, text_embeds=text, video_mask=valid, video_patch_shape=(2, 4))
+    torch.testing.assert_close(a[:, :8], b[:, :8])
+
+
+def test_position_scheme_distinguishes_frames():
+    torch.manual_seed(0)
+    maskgit = tiny_maskgit(unconditional=True).eval()
+    ids = torch.full((1, 16), 3)
+    logits = maskgit(ids, video_patch_shape=(2, 4))
+    assert not torch.allclose(logits[:, 0], logits[:, 8])  # same (h, w), different time
+    with pytest.raises(ValueError, match="whole number"):
+        maskgit(torch.zeros(1, 10, dtype=torch.long), video_patch_shape=(2, 4))
+
+
+def test_maskgit_input_validation():
+    maskgit = tiny_maskgit()
+    with pytest.raises(ValueError, match="max_seq_len"):
+        maskgit(torch.zeros(1, 65, dtype=torch.long))
+    with pytest.raises(ValueError, match="\\[0, 65\\)"):
+        maskgit(torch.full((1, 4), 65))
+    with pytest.raises(TypeError, match="integer"):
+        maskgit(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="text_embeds must be"):
+        maskgit(torch.zeros(1, 4, dtype=torch.long), text_embeds=torch.randn(1, 3, TEXT_DIM + 1))
+    with pytest.raises(ValueError, match="dim_context"):
+        MaskGit(num_tokens=8, max_seq_len=8, dim=16, depth=1)
+
+
+def test_unconditional_maskgit_needs_no_text():
+    maskgit = tiny_maskgit(unconditional=True, dim_context=None)
+    logits = maskgit(torch.randint(0, 64, (2, 8)))
+    assert logits.shape == (2, 8, 64)
+    with pytest.raises(ValueError, match="unconditional"):
+        maskgit.context_kv(torch.randn(1, 2, 3))
+
+
+def test_random_training_mask_follows_validity_and_schedule():
+    g = torch.Generator().manual_seed(0)
+    valid = torch.ones(2000, 100, dtype=torch.bool)
+    valid[:, 80:] = False
+    mask = random_training_mask(valid, g)
+    assert not mask[:, 80:].any()
+    fraction = mask.sum(-1).float() / 80
+    assert (mask.sum(-1) >= 1).all()
+    # mean of cos(u * pi / 2) for u ~ U(0, 1) is 2 / pi
+    assert abs(fraction.mean().item() - 2 / torch.pi) < 0.03
+
+
+def test_scheduler_masks_fewer_tokens_each_step_and_never_primed_ones():
+    scheduler = MaskGitScheduler(steps=6)
+    maskable = torch.ones(1, 20, dtype=torch.bool)
+    maskable[:, :4] = False
+    counts = []
+    for step in range(6):
+        mask = scheduler.remask(step, torch.randn(1, 20), maskable)
+        assert not mask[:, :4].any()
+        counts.append(int(mask.sum()))
+    assert counts == sorted(counts, reverse=True) and counts[-1] == 0
+    assert counts[0] == int(16 * cosine_schedule(1 / 6))
+    assert scheduler.sampling_temperature(5) == 0.0
+
+
+def test_critic_learns_to_separate_real_from_sampled():
+    """Real codes use tokens 0-7 only; an untrained MaskGit samples from all 64."""
+    torch.manual_seed(0)
+    maskgit = tiny_maskgit(unconditional=True, dim_context=None)
+    critic = tiny_critic(dim_context=None)
+    trainer = CriticTrainer(maskgit=maskgit, critic=critic)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(60):
+        codes = torch.randint(0, 8, (16, 32), generator=g)
+        loss = trainer(codes, generator=g)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    start, end = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert end < 0.5 * start, (start, end)
+    assert end < 0.25
+
+
+def test_critic_loss_counts_masked_positions_only():
+    torch.manual_seed(0)
+    maskgit = tiny_maskgit(unconditional=True, dim_context=None)
+
+    class Recorder(torch.nn.Module):
+        num_tokens = 64
+
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, **kwargs):
+            # huge "fake" logits on every position: if unmasked (real) positions counted,
+            # the loss would explode with their label 0
+            return torch.full(x.shape, 20.0) + self.bias
+
+    trainer = CriticTrainer(maskgit=maskgit, critic=Recorder())
+    codes = torch.randint(0, 64, (4, 32))
+    loss = trainer(codes)
+    # masked positions are nearly all sampled-and-wrong (label 1) -> near-zero loss
+    assert loss.item() < 1.0
+
+
+def test_self_critic_shares_the_trunk():
+    maskgit = tiny_maskgit()
+    critic = SelfCritic(maskgit)
+    logits = critic(torch.randint(0, 64, (2, 8)), text_embeds=torch.randn(2, 3, TEXT_DIM))
+    assert logits.shape == (2, 8)
+    assert set(dict(critic.named_parameters())) == {"to_logits.weight", "to_logits.bias"}
+
+
+def test_token_critic_with_cross_attention():
+    critic = tiny_critic(has_cross_attn=True)
+    text = torch.randn(2, 3, TEXT_DIM)
+    ids = torch.randint(0, 64, (2, 8))
+    a = critic(ids, text_embeds=text)
+    b = critic(ids, text_embeds=torch.randn(2, 3, TEXT_DIM))
+    assert a.shape == (2, 8) and not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="has_cross_attn"):
+        TokenCritic(num_tokens=8, max_seq_len=8, dim=16, depth=1, has_cross_attn=True)
+    with pytest.raises(ValueError, match="num_tokens"):
+        CriticTrainer(maskgit=tiny_maskgit(), critic=tiny_critic(num_tokens=32))
+
+
+def test_gumbel_sampling_follows_the_distribution():
+    from phenaki_pytorch.sampling import gumbel_sample
+
+    g = torch.Generator().manual_seed(0)
+    probs = torch.tensor([0.1, 0.2, 0.7])
+    logits = probs.log().expand(20000, 3)
+    counts = torch.bincount(gumbel_sample(logits, 1.0, g), minlength=3).float() / 20000
+    torch.testing.assert_close(counts, probs, atol=0.02, rtol=0)
+    assert torch.equal(gumbel_sample(logits[:5], 0.0, g), torch.full((5,), 2))

@@ -23,18 +23,6 @@ def default(value, fallback):
     return value if exists(value) else fallback
 
 
-class RMSNorm(nn.Module):
-    """Root-mean-square norm with a learned gain, over the last dimension."""
-
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
-        self.eps = eps
-        self.gamma = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.gamma.to(x.dtype), self.eps)
-
-
 class GEGLU(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x, gate = x.chunk(2, dim=-1)
@@ -64,9 +52,10 @@ class Attention(nn.Module):
     """Multi-head attention through `F.scaled_dot_product_attention`.
 
     Self-attention when `dim_context` is None, cross-attention otherwise. Queries
-    and keys are RMS-normalised per head (qk-norm) for stable training.
-    `num_null_kv` learned key/value pairs are always attendable, so a sample whose
-    context is empty or fully padded still has something to attend to.
+    and keys are layer-normalised per head (qk-norm, as in ViT-22B) for stable
+    training; the norm runs on the contiguous (b, n, h, d) layout, where the fused
+    kernel applies. `num_null_kv` learned key/value pairs are always attendable, so
+    a sample whose context is empty or fully padded still has something to attend to.
     """
 
     def __init__(
@@ -85,43 +74,50 @@ class Attention(nn.Module):
         self.dim_head = dim_head
         self.is_cross = exists(dim_context)
         inner = dim_head * heads
-        dim_kv_in = default(dim_context, dim)
 
         self.norm = nn.LayerNorm(dim, bias=False)
-        self.context_norm = nn.LayerNorm(dim_kv_in, bias=False) if self.is_cross else None
-        self.to_q = nn.Linear(dim, inner, bias=False)
-        self.to_kv = nn.Linear(dim_kv_in, inner * 2, bias=False)
+        if self.is_cross:
+            self.context_norm = nn.LayerNorm(dim_context, bias=False)
+            self.to_q = nn.Linear(dim, inner, bias=False)
+            self.to_kv = nn.Linear(dim_context, inner * 2, bias=False)
+        else:
+            self.to_qkv = nn.Linear(dim, inner * 3, bias=False)  # one matmul for q, k and v
         self.to_out = nn.Linear(inner, dim, bias=False)
 
-        self.q_norm = RMSNorm(dim_head) if qk_norm else nn.Identity()
-        self.k_norm = RMSNorm(dim_head) if qk_norm else nn.Identity()
+        self.q_norm = nn.LayerNorm(dim_head, bias=False) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(dim_head, bias=False) if qk_norm else nn.Identity()
 
         self.num_null_kv = num_null_kv
-        self.null_kv = nn.Parameter(torch.randn(2, heads, num_null_kv, dim_head) * 0.02) if num_null_kv > 0 else None
+        self.null_kv = nn.Parameter(torch.randn(2, num_null_kv, heads, dim_head) * 0.02) if num_null_kv > 0 else None
         self.dropout = dropout
 
-    def project_kv(self, source: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Keys, values and key mask for `source` (b, m, D_in), null kv included.
+    def _split_heads(self, t: Tensor) -> Tensor:
+        return t.unflatten(-1, (self.heads, self.dim_head))  # (b, n, h*d) -> (b, n, h, d), a view
 
-        For cross-attention, `source` is the raw context; callers compute this once
-        per context and pass it back as `kv=` on later calls (e.g. every MaskGIT
-        decoding step). For self-attention, `source` is the already normed input.
-        """
-        if self.is_cross:
-            source = self.context_norm(source)
-        k, v = self.to_kv(source).chunk(2, dim=-1)
-        k, v = (rearrange(t, "b m (h d) -> b h m d", h=self.heads) for t in (k, v))
-        k = self.k_norm(k)
-
-        if self.num_null_kv > 0:
-            batch = k.shape[0]
-            null_k, null_v = (t.to(k.dtype).unsqueeze(0).expand(batch, -1, -1, -1) for t in self.null_kv)
-            # null keys are normalised like the rest so their logits live on the same scale
-            k = torch.cat((self.k_norm(null_k), k), dim=2)
-            v = torch.cat((null_v, v), dim=2)
-            if exists(mask):
-                mask = F.pad(mask, (self.num_null_kv, 0), value=True)
+    def _with_null_kv(self, k: Tensor, v: Tensor, mask: Tensor | None):
+        """Prepend the learned null key/values (k, v in (b, m, h, d) layout)."""
+        if self.num_null_kv == 0:
+            return k, v, mask
+        batch = k.shape[0]
+        null_k, null_v = (t.to(k.dtype).unsqueeze(0).expand(batch, -1, -1, -1) for t in self.null_kv)
+        # null keys are normalised like the rest so their logits live on the same scale
+        k = torch.cat((self.k_norm(null_k), k), dim=1)
+        v = torch.cat((null_v, v), dim=1)
+        if exists(mask):
+            mask = F.pad(mask, (self.num_null_kv, 0), value=True)
         return k, v, mask
+
+    def project_kv(self, context: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Cross-attention keys, values and key mask for `context` (b, m, dim_context), null kv included.
+
+        Computed once per context and passed back as `kv=` on later calls (e.g. every
+        MaskGIT decoding step). Returned k, v are (b, h, m, d).
+        """
+        if not self.is_cross:
+            raise ValueError("project_kv is for cross-attention layers")
+        k, v = self.to_kv(self.context_norm(context)).chunk(2, dim=-1)
+        k, v, mask = self._with_null_kv(self.k_norm(self._split_heads(k)), self._split_heads(v), mask)
+        return k.transpose(1, 2), v.transpose(1, 2), mask
 
     def forward(
         self,
@@ -135,16 +131,19 @@ class Attention(nn.Module):
     ) -> Tensor:
         """x (b, n, D); mask (b, m) bool, True = attend; attn_bias (h, n, m) or (b, h, n, m)."""
         normed = self.norm(x)
-        q = self.q_norm(rearrange(self.to_q(normed), "b n (h d) -> b h n d", h=self.heads))
-
-        if exists(kv):
+        if self.is_cross:
+            q = self._split_heads(self.to_q(normed))
+            if not exists(kv):
+                if not exists(context):
+                    raise ValueError("cross-attention needs `context` or precomputed `kv`")
+                kv = self.project_kv(context, mask)
             k, v, mask = kv
-        elif self.is_cross:
-            if not exists(context):
-                raise ValueError("cross-attention needs `context` or precomputed `kv`")
-            k, v, mask = self.project_kv(context, mask)
         else:
-            k, v, mask = self.project_kv(normed, mask)
+            qkv = self.to_qkv(normed).unflatten(-1, (3 * self.heads, self.dim_head))  # (b, n, 3h, d)
+            q, k, v = qkv.chunk(3, dim=-2)
+            k, v, mask = self._with_null_kv(self.k_norm(k), v, mask)
+            k, v = k.transpose(1, 2), v.transpose(1, 2)
+        q = self.q_norm(q).transpose(1, 2)  # (b, h, n, d)
 
         attn_mask = None
         if exists(attn_bias):

@@ -3,6 +3,7 @@ from .cvivit import CViViT
 from .discriminator import Discriminator
 from .maskgit import MaskGit, SelfCritic, TokenCritic
 from .phenaki import CriticTrainer, Phenaki, make_video
+from .story import Scene, Story, sample_story
 from .sampling import MaskGitScheduler, cosine_schedule
 from .text import CallableTextEncoder, HFTextEncoder, TextEncoder, TextEncoderLoadError, get_text_encoder
 
@@ -26,4 +27,7 @@ __all__ = [
     "cosine_schedule",
     "get_text_encoder",
     "make_video",
+    "sample_story",
+    "Scene",
+    "Story",
 ]

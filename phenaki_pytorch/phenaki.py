@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from .attention import exists
 from .cvivit import CViViT
@@ -362,6 +363,7 @@ class Phenaki(ConfigMixin, nn.Module):
         generator: torch.Generator | None = None,
         return_codebook_ids: bool = False,
         return_prime: bool = False,
+        show_progress: bool = False,
     ):
         """A video (b, c, num_frames, h, w) in [0, 1] for each text.
 
@@ -423,7 +425,7 @@ class Phenaki(ConfigMixin, nn.Module):
         is_masked = maskable.clone()
         patch_shape = (h, w)
 
-        for step in range(scheduler.steps):
+        for step in tqdm(range(scheduler.steps), desc="sampling", disable=not show_progress, leave=False):
             logits = self.guided_logits(ids, context_kv, cond_scale if guided else None, patch_shape)
             sampled = gumbel_sample(logits, scheduler.sampling_temperature(step), generator)
             ids = torch.where(is_masked, sampled, ids)

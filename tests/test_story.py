@@ -1,0 +1,84 @@
+import pytest
+import torch
+from helpers import tiny_phenaki
+
+from phenaki_pytorch import sample_story
+
+
+@pytest.fixture
+def phenaki():
+    torch.manual_seed(0)
+    return tiny_phenaki().eval()  # 2x2 tokens per frame, max_seq_len 64 -> at most 31 frames per window
+
+
+def record_calls(phenaki, monkeypatch):
+    calls = []
+    original = phenaki.sample
+
+    def spy(**kwargs):
+        out = original(**kwargs)
+        calls.append((kwargs, out))
+        return out
+
+    monkeypatch.setattr(phenaki, "sample", spy)
+    return calls
+
+
+def test_story_longer_than_one_window(phenaki, monkeypatch):
+    calls = record_calls(phenaki, monkeypatch)
+    story = sample_story(phenaki, [("a red square", 40), ("a blue circle", 37)], window_frames=9, prime_frames=3, steps=2, show_progress=False)
+    assert story.video.shape == (1, 3, 77, 16, 16)
+    assert [(s.start, s.end) for s in story.scenes] == [(0, 40), (40, 77)]
+    assert len(calls) > 2  # many windows, each within max_seq_len
+    # every window after the first is primed with exactly the last 3 frames made so far
+    made, scene_remaining = 0, [40, 37]
+    for kwargs, out in calls:
+        if kwargs.get("prime_frames") is not None:
+            assert torch.equal(kwargs["prime_frames"], story.video[:, :, made - 3 : made])
+            assert kwargs["prime_frames"].shape[2] + kwargs["num_frames"] <= 9
+        kept = min(out.shape[2], scene_remaining[0])
+        made += kept
+        scene_remaining[0] -= kept
+        if scene_remaining[0] == 0:
+            scene_remaining.pop(0)
+    assert made == 77
+    prompts = [kwargs["texts"][0] for kwargs, _ in calls]
+    assert prompts[0] == "a red square" and prompts[-1] == "a blue circle"
+
+
+def test_story_far_beyond_max_seq_len_in_one_call(phenaki):
+    # 2 minutes at 8 fps = 960 frames; one window holds at most 31
+    story = sample_story(phenaki, [("a", 60.0), ("b", 60.0)], fps=8.0, steps=1, show_progress=False)
+    assert story.video.shape[2] == 960
+    assert story.scene_video(1).shape[2] == 480
+
+
+def test_scene_boundaries_keep_primed_frames_exactly(phenaki, monkeypatch):
+    """Frames already made are never rewritten: the video so far is a prefix of the final video."""
+    calls = record_calls(phenaki, monkeypatch)
+    story = sample_story(phenaki, [("a", 5), ("b", 4), ("c", 6)], prime_frames=3, steps=2, show_progress=False)
+    pieces, scene_remaining = [], [5, 4, 6]
+    for _, out in calls:
+        kept = out[:, :, : scene_remaining[0]]
+        pieces.append(kept)
+        scene_remaining[0] -= kept.shape[2]
+        if scene_remaining[0] == 0:
+            scene_remaining.pop(0)
+    assert torch.equal(torch.cat(pieces, dim=2), story.video)
+
+
+def test_story_errors(phenaki):
+    with pytest.raises(ValueError, match="at least one"):
+        sample_story(phenaki, [])
+    with pytest.raises(ValueError, match="needs fps"):
+        sample_story(phenaki, [("a", 1.5)])
+    with pytest.raises(ValueError, match="window_frames"):
+        sample_story(phenaki, [("a", 5)], window_frames=10)
+    with pytest.raises(ValueError, match="window_frames"):
+        sample_story(phenaki, [("a", 5)], window_frames=33)
+    with pytest.raises(ValueError, match="prime_frames"):
+        sample_story(phenaki, [("a", 5)], window_frames=5, prime_frames=5)
+    with pytest.raises(ValueError, match="non-empty"):
+        sample_story(phenaki, [("", 5)])
+    with pytest.raises(ValueError, match="at least one frame"):
+        sample_story(phenaki, [("a", 0)])

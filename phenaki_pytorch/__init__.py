@@ -3,8 +3,8 @@ from .cvivit import CViViT
 from .discriminator import Discriminator
 from .maskgit import MaskGit, SelfCritic, TokenCritic
 from .phenaki import CriticTrainer, Phenaki, make_video
-from .story import Scene, Story, sample_story
 from .sampling import MaskGitScheduler, cosine_schedule
+from .story import Scene, Story, sample_story
 from .text import CallableTextEncoder, HFTextEncoder, TextEncoder, TextEncoderLoadError, get_text_encoder
 
 __all__ = [

@@ -12,6 +12,7 @@ p patch size, tp temporal patch size, d model dimension.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -444,10 +445,11 @@ class CViViT(ConfigMixin, nn.Module):
 
     # ------------------------------------------------------------------ losses
 
-    def _discriminator_frames(self, video: Tensor, recon: Tensor) -> tuple[Tensor, Tensor]:
-        """One random frame per clip for the discriminator / perceptual loss: (b, c, h, w) each."""
+    def _discriminator_frames(self, video: Tensor, recon: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One random real (unpadded) frame per clip for the discriminator / perceptual loss: (b, c, h, w) each."""
         b, _, f = video.shape[:3]
-        index = torch.randint(f, (b,), device=video.device)
+        weights = mask.float() if exists(mask) else torch.ones(b, f, device=video.device)
+        index = torch.multinomial(weights.clamp(min=1e-6), 1).squeeze(1)
         batch = torch.arange(b, device=video.device)
         return video[batch, :, index], recon[batch, :, index]
 
@@ -477,6 +479,23 @@ class CViViT(ConfigMixin, nn.Module):
                 f"got {mask.dtype} {tuple(mask.shape)}"
             )
 
+        if return_discr_loss:
+            if self.discr is None:
+                raise ValueError("return_discr_loss=True needs a discriminator: build CViViT with use_gan=True")
+            # the tokenizer is only an input here: no graph, and no second codebook update for this batch
+            with torch.no_grad(), _quantizer_frozen(self.quantizer):
+                recon = self.decode(self.quantize(self.encode(video))[0])
+            real, fake = self._discriminator_frames(video, recon, mask)
+            if apply_grad_penalty:
+                real = real.detach().requires_grad_()
+            real_logits, fake_logits = self.discr(real), self.discr(fake)
+            discr_loss_fn = hinge_discr_loss if self.gan_loss == "hinge" else bce_discr_loss
+            loss = discr_loss_fn(fake_logits, real_logits)
+            if apply_grad_penalty and self.grad_penalty_weight > 0:
+                loss = loss + self.grad_penalty_weight * gradient_penalty(real, real_logits)
+            recon_out = recon.squeeze(2) if is_image else recon
+            return (loss, recon_out) if return_recons else loss
+
         latents = self.encode(video)
         quantized, ids, aux_loss = self.quantize(latents)
         if return_only_codebook_ids:
@@ -486,19 +505,6 @@ class CViViT(ConfigMixin, nn.Module):
         recon_out = recon.squeeze(2) if is_image else recon
         if return_recons_only:
             return recon_out
-
-        if return_discr_loss:
-            if self.discr is None:
-                raise ValueError("return_discr_loss=True needs a discriminator: build CViViT with use_gan=True")
-            real, fake = self._discriminator_frames(video, recon.detach())
-            if apply_grad_penalty:
-                real = real.detach().requires_grad_()
-            real_logits, fake_logits = self.discr(real), self.discr(fake)
-            discr_loss_fn = hinge_discr_loss if self.gan_loss == "hinge" else bce_discr_loss
-            loss = discr_loss_fn(fake_logits, real_logits)
-            if apply_grad_penalty and self.grad_penalty_weight > 0:
-                loss = loss + self.grad_penalty_weight * gradient_penalty(real, real_logits)
-            return (loss, recon_out) if return_recons else loss
 
         if exists(mask):
             per_frame = (recon - video).pow(2).mean(dim=(1, 3, 4))  # (b, f)
@@ -513,7 +519,7 @@ class CViViT(ConfigMixin, nn.Module):
             self.discr is not None and self.adversarial_loss_weight > 0 and self.training
         )
         if need_frames:
-            real_frames, fake_frames = self._discriminator_frames(video, recon)
+            real_frames, fake_frames = self._discriminator_frames(video, recon, mask)
 
         if self.perceptual_network is not None and self.perceptual_loss_weight > 0:
             with torch.no_grad():
@@ -557,6 +563,17 @@ class CViViT(ConfigMixin, nn.Module):
         from safetensors.torch import save_file
 
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path))
+
+
+@contextlib.contextmanager
+def _quantizer_frozen(quantizer: nn.Module):
+    """Run the quantizer in eval mode (no EMA codebook update), restoring its mode afterwards."""
+    was_training = quantizer.training
+    quantizer.eval()
+    try:
+        yield
+    finally:
+        quantizer.train(was_training)
 
 
 def _silence_vq_warnings():

@@ -307,3 +307,25 @@ def test_load_and_save_pretrained(tmp_path, cvivit):
     truncated.write_bytes((tmp_path / "cvivit.pt").read_bytes()[:100])
     with pytest.raises(ValueError, match="truncated"):
         tiny_cvivit().load(truncated)
+
+
+def test_discriminator_step_does_not_update_the_codebook():
+    torch.manual_seed(0)
+    cvivit = tiny_cvivit().train()
+    before = {k: v.clone() for k, v in cvivit.quantizer.state_dict().items()}
+    cvivit(torch.rand(2, 3, 3, 16, 16), return_discr_loss=True).backward()
+    after = cvivit.quantizer.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert cvivit.quantizer.training  # mode restored
+    cvivit(torch.rand(2, 3, 3, 16, 16))  # while the generator step does update it
+    assert any(not torch.equal(before[k], cvivit.quantizer.state_dict()[k]) for k in before)
+
+
+def test_gan_frames_come_from_real_frames_only():
+    cvivit = tiny_cvivit()
+    video = torch.zeros(2, 3, 5, 16, 16)
+    video[:, :, :2] = 1.0  # only the first two frames are real; padding is zero
+    mask = torch.tensor([[True, True, False, False, False]] * 2)
+    for _ in range(10):
+        real, _ = cvivit._discriminator_frames(video, video, mask)
+        assert torch.all(real == 1.0)

@@ -1,0 +1,25 @@
+"""Trainers on accelerate and their checkpoints."""
+
+from .base import BaseTrainer, ResumableBatchSampler, preserved_rng
+from .checkpoint import (
+    CheckpointManager,
+    get_rng_state,
+    load_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from .cvivit_trainer import CViViTTrainer
+
+__all__ = [
+    "BaseTrainer",
+    "CViViTTrainer",
+    "CheckpointManager",
+    "ResumableBatchSampler",
+    "get_rng_state",
+    "load_checkpoint",
+    "preserved_rng",
+    "restore_checkpoint",
+    "save_checkpoint",
+    "set_rng_state",
+]

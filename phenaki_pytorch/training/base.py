@@ -1,0 +1,483 @@
+"""A small trainer base on `accelerate`: what every phenaki_pytorch trainer shares.
+
+Protocol for subclasses:
+    __init__   call `super().__init__(...)`, then build data, optimizers and EMA in `setup()`, then `resume(...)`
+    setup()    `set_train_data(dataset)` and `prepare(model, {name: optimizer}, ...)`
+    train_step()  `next_batches()` -> `optimizer_step(name, batches, compute_loss)` per optimizer ->
+               `finish_step()`; returns a dict of floats
+    after_step()  optional: periodic evaluation / samples (returns more logs)
+    on_train_end()  optional: export the finished model
+
+Determinism and resume. Batches come from `ResumableBatchSampler`, an endless stream of seeded per-epoch
+permutations. Every step consumes exactly `grad_accum_every` micro-batches, so the stream position is a pure
+function of the step, and a resumed run rebuilds the sampler at `step * grad_accum_every` instead of storing
+a sampler state. RNG states (python, numpy, torch, CUDA) go into the checkpoint; evaluation runs inside
+`preserved_rng()`, so taking samples never shifts the training randomness.
+
+Several processes. Every process runs the same code: DDP averages the gradients, so each optimizer step leaves
+identical weights everywhere; model buffers that the forward pass changes (e.g. a VQ codebook updated from the
+local batch) are re-broadcast from process 0 after each step. Every process also holds and updates the EMA:
+the same update applied to identical weights keeps the EMA identical on all processes without communication,
+so any process can evaluate or save it. Checkpoints are written by the main process only; `save` is collective
+(every process must call it) because gathering a sharded state dict can be.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, send_to_device, set_seed
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from .checkpoint import (
+    CheckpointManager,
+    get_rng_state,
+    load_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+
+__all__ = ["BaseTrainer", "ResumableBatchSampler", "preserved_rng"]
+
+
+@contextmanager
+def preserved_rng():
+    """Run a block (evaluation, sampling) without changing any global random state afterwards."""
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
+class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Endless batches of `(epoch, index)` keys from seeded per-epoch permutations of `range(num_samples)`.
+
+    The epochs are laid end to end as one stream of indices; global batch k is stream positions
+    `[k * batch_size * world_size, (k + 1) * batch_size * world_size)` and process `rank` takes its slice of it.
+    Starting at `start_batch` therefore reproduces exactly the batches an uninterrupted run would have drawn,
+    and datasets smaller than a batch simply wrap into the next epoch.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        start_batch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        if num_samples < 1:
+            raise ValueError(f"the training set is empty (num_samples={num_samples})")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.seed, self.shuffle, self.start_batch = seed, shuffle, start_batch
+        self.rank, self.world_size = rank, world_size
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.num_samples))
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
+        return torch.randperm(self.num_samples, generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        global_batch = self.batch_size * self.world_size
+        epoch, offset = divmod(self.start_batch * global_batch, self.num_samples)
+        order = self.epoch_order(epoch)
+        while True:
+            keys: list[tuple[int, int]] = []
+            while len(keys) < global_batch:
+                if offset == self.num_samples:
+                    epoch, offset, order = epoch + 1, 0, self.epoch_order(epoch + 1)
+                take = min(global_batch - len(keys), self.num_samples - offset)
+                keys.extend((epoch, i) for i in order[offset : offset + take])
+                offset += take
+            yield keys[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+
+
+class EpochSubset(Dataset):
+    """`dataset[indices[i]]` for the key `(epoch, i)`; datasets with `set_epoch` are told the epoch first.
+
+    The call happens wherever the item is read (also inside DataLoader workers), so per-epoch random crops
+    follow the sampler's epoch.
+    """
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int] | None = None):
+        self.dataset = dataset
+        self.indices = list(range(len(dataset))) if indices is None else list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, i = key
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self.dataset[self.indices[i]]
+
+
+class BaseTrainer:
+    """Accelerator, results folder, seeding, resumable data, optimizer steps, EMA, checkpoints and the loop."""
+
+    # DDP must tolerate parameters idle in a pass (e.g. a GAN's discriminator during the generator step)
+    find_unused_parameters: bool = False
+    progress_keys: tuple[str, ...] = ("loss",)
+
+    def __init__(
+        self,
+        *,
+        num_train_steps: int,
+        batch_size: int,
+        grad_accum_every: int = 1,
+        max_grad_norm: float | None = None,
+        results_folder: str | Path = "./results",
+        save_model_every: int = 1000,
+        keep_last: int | None = 3,
+        mixed_precision: str = "no",
+        log_with: str | list | None = None,
+        project_name: str = "phenaki",
+        seed: int = 0,
+        num_workers: int = 0,
+        cpu: bool = False,
+        accelerate_kwargs: dict | None = None,
+    ):
+        for name, value in (
+            ("num_train_steps", num_train_steps),
+            ("batch_size", batch_size),
+            ("grad_accum_every", grad_accum_every),
+            ("save_model_every", save_model_every),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be positive or None, got {max_grad_norm}")
+        if mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {mixed_precision!r}")
+
+        self.num_train_steps = num_train_steps
+        self.batch_size = batch_size
+        self.grad_accum_every = grad_accum_every
+        self.max_grad_norm = max_grad_norm
+        self.save_model_every = save_model_every
+        self.seed = seed
+        self.num_workers = num_workers
+        self.project_name = project_name
+        self.results_folder = Path(results_folder)
+
+        # gradient accumulation is done here (see optimizer_step), not by accelerate's step counter: two
+        # optimizers alternate within one training step, and the counter assumes a single one
+        accelerate_kwargs = dict(accelerate_kwargs or {})
+        handlers = list(accelerate_kwargs.pop("kwargs_handlers", []))
+        if self.find_unused_parameters and not any(isinstance(h, DistributedDataParallelKwargs) for h in handlers):
+            handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
+        self.accelerator = Accelerator(
+            mixed_precision=mixed_precision,
+            log_with=log_with,
+            project_dir=str(self.results_folder),
+            cpu=cpu,
+            kwargs_handlers=handlers,
+            **accelerate_kwargs,
+        )
+        self.log_with = log_with
+        set_seed(seed)  # the same seed everywhere: processes differ through their data shard, not their RNG
+
+        if self.is_main:
+            self.results_folder.mkdir(parents=True, exist_ok=True)  # an existing folder is reused, never erased
+        self.accelerator.wait_for_everyone()
+        self.checkpoints = CheckpointManager(self.results_folder / "checkpoints", keep_last=keep_last)
+
+        self.step = 0
+        self.model: nn.Module | None = None
+        self.optimizers: dict[str, Any] = {}
+        self.schedulers: dict[str, Any] = {}
+        self.ema = None
+        self._train_data: EpochSubset | None = None
+        self._collate_fn: Callable | None = None
+        self._batches: Iterator | None = None
+        self._trackers_started = False
+        self._checkpointed_step: int | None = None  # the same on every process, unlike a look at the folder
+
+    # ------------------------------------------------------------------ protocol
+
+    def setup(self):
+        raise NotImplementedError
+
+    def train_step(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def after_step(self) -> dict[str, float]:
+        return {}
+
+    def on_train_end(self):
+        pass
+
+    def hparams(self) -> dict[str, Any]:
+        """Plain values recorded with trackers and checkpoints."""
+        return {
+            "num_train_steps": self.num_train_steps,
+            "batch_size": self.batch_size,
+            "grad_accum_every": self.grad_accum_every,
+            "num_processes": self.accelerator.num_processes,
+            "seed": self.seed,
+        }
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def unwrapped_model(self) -> nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def print(self, *args):
+        if self.is_main:
+            tqdm.write(" ".join(str(a) for a in args))
+
+    def prepare(
+        self,
+        model: nn.Module,
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        schedulers: Mapping[str, Any] | None = None,
+        ema_kwargs: dict | None = None,
+    ):
+        """Wrap model and optimizers for the accelerator; `ema_kwargs` (None: no EMA) go to `ema_pytorch.EMA`.
+
+        Schedulers are stepped by `optimizer_step` once per optimizer step and are not handed to accelerate
+        (which would step them once per process).
+        """
+        if ema_kwargs is not None:
+            from ema_pytorch import EMA
+
+            # the EMA keeps its own copy; the online model stays out of its state dict (it is saved as "model")
+            self.ema = EMA(model, include_online_model=False, **ema_kwargs).to(self.device)
+        names = list(optimizers)
+        prepared = self.accelerator.prepare(model, *optimizers.values())
+        prepared = prepared if names else (prepared,)
+        self.model = prepared[0]
+        self.optimizers = dict(zip(names, prepared[1:]))
+        self.schedulers = dict(schedulers or {})
+
+    # ------------------------------------------------------------------ data
+
+    def set_train_data(self, dataset: Dataset, indices: Sequence[int] | None = None, collate_fn: Callable = None):
+        self._train_data = EpochSubset(dataset, indices)
+        self._collate_fn = collate_fn
+        self._batches = None
+
+    def _make_batches(self) -> Iterator:
+        sampler = ResumableBatchSampler(
+            len(self._train_data),
+            self.batch_size,
+            seed=self.seed,
+            start_batch=self.step * self.grad_accum_every,
+            rank=self.accelerator.process_index,
+            world_size=self.accelerator.num_processes,
+        )
+        loader = DataLoader(
+            self._train_data,
+            batch_sampler=sampler,
+            collate_fn=self._collate_fn,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.seed),  # worker seeds never draw from the global RNG
+        )
+        return iter(loader)
+
+    def next_batches(self) -> list:
+        """The `grad_accum_every` micro-batches of this step, on the device (the data position is step-derived)."""
+        if self._train_data is None:
+            raise RuntimeError("no training data: call set_train_data() in setup()")
+        if self._batches is None:
+            self._batches = self._make_batches()
+        return [send_to_device(next(self._batches), self.device) for _ in range(self.grad_accum_every)]
+
+    # ------------------------------------------------------------------ optimisation
+
+    def optimizer_step(
+        self,
+        name: str,
+        batches: Sequence[Any],
+        compute_loss: Callable[[Any], Mapping[str, Tensor]],
+        max_grad_norm: float | None = None,
+    ) -> dict[str, float]:
+        """Accumulate gradients over `batches`, clip, step optimizer `name` (and its scheduler).
+
+        `compute_loss(batch)` returns a dict with the differentiable "loss" and any detached scalars to log;
+        the returned dict holds their means over the micro-batches, plus "grad_norm" when clipping.
+        Gradients are synchronised across processes only on the last micro-batch.
+        """
+        optimizer = self.optimizers[name]
+        totals: dict[str, Tensor] = {}
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            with nullcontext() if last else self.accelerator.no_sync(self.model):
+                outputs = compute_loss(batch)
+                self.accelerator.backward(outputs["loss"] / len(batches))
+            for key, value in outputs.items():
+                value = torch.as_tensor(value).detach().float() / len(batches)
+                totals[key] = totals[key] + value if key in totals else value
+        if max_grad_norm is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            norm = self.accelerator.clip_grad_norm_(params, max_grad_norm)
+            if norm is not None:
+                totals["grad_norm"] = torch.as_tensor(norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if name in self.schedulers:
+            self.schedulers[name].step()
+        return {key: float(value) for key, value in totals.items()}
+
+    def finish_step(self):
+        """End of a training step: re-sync mutated buffers, update the EMA, count the step."""
+        self._broadcast_buffers()
+        if self.ema is not None:
+            self.ema.update()
+        self.step += 1
+
+    def _broadcast_buffers(self):
+        if self.accelerator.num_processes == 1 or not dist.is_initialized():
+            return
+        for buffer in self.unwrapped_model.buffers():
+            if buffer.dtype == torch.bool:  # not every backend broadcasts bools
+                as_int = buffer.to(torch.uint8)
+                dist.broadcast(as_int, src=0)
+                buffer.copy_(as_int.bool())
+            else:
+                dist.broadcast(buffer.data, src=0)
+
+    # ------------------------------------------------------------------ loop
+
+    def train(self):
+        """Run until `num_train_steps`, logging, evaluating and checkpointing; exports the model at the end."""
+        if self.log_with and not self._trackers_started:
+            self.accelerator.init_trackers(self.project_name, config=self.hparams())
+            self._trackers_started = True
+        progress = tqdm(
+            total=self.num_train_steps, initial=self.step, disable=not self.is_main, desc=type(self).__name__
+        )
+        while self.step < self.num_train_steps:
+            logs = self.train_step()
+            logs.update(self.after_step())
+            self.log(logs)
+            progress.set_postfix({k: f"{logs[k]:.4g}" for k in self.progress_keys if k in logs}, refresh=False)
+            progress.update(1)
+            if self.step % self.save_model_every == 0:
+                self.save()
+        progress.close()
+        if self._checkpointed_step != self.step:
+            self.save()
+        self.on_train_end()
+        self.accelerator.wait_for_everyone()
+        if self._trackers_started:
+            self.accelerator.end_training()
+            self._trackers_started = False
+
+    def log(self, logs: Mapping[str, float]):
+        """Send to the trackers and append to `results_folder/metrics.jsonl` (main process)."""
+        if not logs:
+            return
+        if self._trackers_started:
+            self.accelerator.log(dict(logs), step=self.step)
+        if self.is_main:
+            with open(self.results_folder / "metrics.jsonl", "a") as file:
+                file.write(json.dumps({"step": self.step, **{k: _finite(v) for k, v in logs.items()}}) + "\n")
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self, path: str | Path | None = None) -> Path | None:
+        """Checkpoint everything needed to resume (collective: call on every process; the main one writes).
+
+        `path=None` writes `results_folder/checkpoints/checkpoint-<step>.pt` and prunes old ones. Returns the
+        path written (None on the other processes).
+        """
+        model_state = self.accelerator.get_state_dict(self.model)
+        written = None
+        if self.is_main:
+            state = dict(
+                model=model_state,
+                ema=self.ema,
+                optimizers=self.optimizers,
+                schedulers=self.schedulers,
+                config=getattr(self.unwrapped_model, "config", None),
+                extra={"trainer": type(self).__name__, "hparams": self.hparams()},
+            )
+            if path is None:
+                written = self.checkpoints.save(self.step, **state)
+            else:
+                written = save_checkpoint(path, step=self.step, **state)
+        self._checkpointed_step = self.step
+        self.accelerator.wait_for_everyone()
+        return written
+
+    def load(self, path: str | Path):
+        """Restore model, EMA, optimizers, schedulers, step and RNG from a checkpoint file (every process)."""
+        checkpoint = load_checkpoint(path, map_location="cpu")
+        saved = checkpoint.get("extra", {}).get("hparams", {})
+        for key in ("batch_size", "grad_accum_every", "num_processes", "seed"):
+            if key in saved and saved[key] != self.hparams()[key]:
+                warnings.warn(
+                    f"resuming {str(path)!r} with {key}={self.hparams()[key]} (saved with {saved[key]}): "
+                    "training continues, but the data order no longer matches an uninterrupted run",
+                    stacklevel=2,
+                )
+        self.step = restore_checkpoint(
+            checkpoint,
+            model=self.unwrapped_model,
+            ema=self.ema,
+            optimizers=self.optimizers,
+            schedulers=self.schedulers,
+            restore_rng=True,
+        )
+        self._batches = None  # rebuilt at the restored data position on the next step
+        self._checkpointed_step = self.step
+        return self
+
+    def resume(self, resume: bool | str | Path):
+        """`True`: the latest checkpoint in the results folder (a fresh start when there is none);
+        a path: that checkpoint file, or the latest checkpoint in that folder."""
+        if resume is False or resume is None:
+            return
+        if resume is True:
+            path = self.checkpoints.latest()
+            if path is None:
+                self.print(f"resume=True: no checkpoint in {str(self.checkpoints.folder)!r} yet, starting fresh")
+                return
+        else:
+            path = Path(resume)
+            if path.is_dir():
+                folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+                path = CheckpointManager(folder).latest()
+                if path is None:
+                    raise FileNotFoundError(f"resume={str(resume)!r}: no checkpoint-<step>.pt files in {str(folder)!r}")
+            elif not path.is_file():
+                raise FileNotFoundError(f"resume={str(resume)!r}: no such checkpoint file or folder")
+        self.load(path)
+        self.print(f"resumed from {str(path)!r} at step {self.step}")
+
+
+def _finite(value: float) -> float | None:
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None

@@ -1,0 +1,302 @@
+"""Training checkpoints: one file per checkpoint, written atomically, read without executing code.
+
+Format. A checkpoint is ONE file written by `torch.save` holding only tensors and plain Python values
+(dict, list, tuple, str, int, float, bool, None):
+
+    {"format": "phenaki_pytorch.checkpoint", "version": 1, "step": int,
+     "model": state dict, "ema": state dict | None, "optimizers": {name: state dict},
+     "schedulers": {name: state dict}, "rng": {...}, "config": dict | None, "extra": dict}
+
+It is read back with `torch.load(weights_only=True)`, whose restricted unpickler only rebuilds tensors and
+those plain types, so a hostile or foreign file fails with a `ValueError` instead of running code. We chose a
+single torch file over a folder of safetensors plus a side file because one file is replaced by one
+`os.replace`: a reader sees the old checkpoint or the new one, never a mix of two steps. Optimizer and
+scheduler state dicts already are tensors and plain values; random generator states are stored as ByteTensors
+(torch) and lists / int tensors (python, numpy). `CViViT.load(path)` reads the "model" entry of such a file,
+and `save_pretrained` (safetensors + config.json) remains the format for finished models.
+
+Atomic writes. The payload goes to a temporary file in the destination folder, is flushed and fsynced, and
+then renamed over the destination with `os.replace`; a crash at any point leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..serialization import unwrap_model
+
+__all__ = [
+    "CheckpointManager",
+    "get_rng_state",
+    "load_checkpoint",
+    "restore_checkpoint",
+    "save_checkpoint",
+    "set_rng_state",
+]
+
+FORMAT = "phenaki_pytorch.checkpoint"
+VERSION = 1
+_TMP_PREFIX = ".tmp-"
+
+
+# ---------------------------------------------------------------------------------------------- random states
+
+
+def get_rng_state() -> dict[str, Any]:
+    """States of python `random`, numpy (when importable), torch CPU and CUDA (when available), as safe types."""
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+        "torch": torch.get_rng_state(),
+    }
+    try:
+        import numpy as np
+    except ImportError:
+        np = None
+    if np is not None:
+        algorithm, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+        state["numpy"] = {
+            "algorithm": str(algorithm),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Inverse of `get_rng_state`; parts missing from `state` (or from this machine) are left alone."""
+    if "python" in state:
+        python = state["python"]
+        random.setstate((python["version"], tuple(python["internal"]), python["gauss_next"]))
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu())
+    if "numpy" in state:
+        try:
+            import numpy as np
+        except ImportError:
+            np = None
+        if np is not None:
+            saved = state["numpy"]
+            keys = saved["keys"].numpy().astype(np.uint32)
+            np.random.set_state((saved["algorithm"], keys, saved["pos"], saved["has_gauss"], saved["cached_gaussian"]))
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+# ---------------------------------------------------------------------------------------------- save / load
+
+
+def _model_state(model: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
+    if isinstance(model, nn.Module):
+        return unwrap_model(model).state_dict()
+    if isinstance(model, Mapping):
+        return dict(model)
+    raise TypeError(f"model must be an nn.Module or a state dict, got {type(model).__name__}")
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model: nn.Module | Mapping[str, Tensor],
+    ema: nn.Module | None = None,
+    optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
+    schedulers: Mapping[str, Any] | None = None,
+    step: int,
+    config: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write a checkpoint file atomically and return its path.
+
+    `model` is a module (DDP / FSDP-`module` / torch.compile wrappers are stripped, so keys carry no `module.` or
+    `_orig_mod.` prefix) or an already gathered state dict. `config` defaults to the model's `.config`.
+    `extra` holds anything else the caller wants back, in plain types or tensors.
+    """
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be a non-negative int, got {step!r}")
+    if config is None and isinstance(model, nn.Module):
+        config = getattr(unwrap_model(model), "config", None)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "step": step,
+        "model": _model_state(model),
+        "ema": ema.state_dict() if ema is not None else None,
+        "optimizers": {name: opt.state_dict() for name, opt in (optimizers or {}).items()},
+        "schedulers": {name: sched.state_dict() for name, sched in (schedulers or {}).items()},
+        "rng": get_rng_state(),
+        "config": config,
+        "extra": dict(extra or {}),
+    }
+    return _atomic_torch_save(payload, Path(path))
+
+
+def _atomic_torch_save(payload: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX + path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint`. Never executes code stored in the file.
+
+    Raises FileNotFoundError when there is no file, and ValueError naming the file when it is truncated,
+    corrupt, or not a phenaki_pytorch checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"could not read checkpoint {str(path)!r}: the file is truncated, corrupt or not a checkpoint "
+            f"(it was not loaded and nothing in it was executed). Cause: {reason}"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        kind = type(payload).__name__
+        raise ValueError(
+            f"{str(path)!r} is not a phenaki_pytorch checkpoint (it holds a {kind} without the "
+            f"format marker {FORMAT!r})"
+        )
+    if payload.get("version") != VERSION:
+        raise ValueError(
+            f"{str(path)!r} has checkpoint version {payload.get('version')!r}; this library reads version {VERSION}"
+        )
+    return payload
+
+
+def restore_checkpoint(
+    checkpoint: Mapping[str, Any],
+    *,
+    model: nn.Module | None = None,
+    ema: nn.Module | None = None,
+    optimizers: Mapping[str, Any] | None = None,
+    schedulers: Mapping[str, Any] | None = None,
+    restore_rng: bool = False,
+    strict: bool = True,
+) -> int:
+    """Load the parts of `checkpoint` into the objects given; returns the checkpoint's step."""
+    if model is not None:
+        unwrap_model(model).load_state_dict(checkpoint["model"], strict=strict)
+    if ema is not None:
+        if checkpoint.get("ema") is None:
+            raise ValueError("the checkpoint holds no EMA weights, but an `ema` was given to restore")
+        ema.load_state_dict(checkpoint["ema"], strict=strict)
+    for kind, targets in (("optimizers", optimizers), ("schedulers", schedulers)):
+        saved = checkpoint.get(kind, {})
+        for name, target in (targets or {}).items():
+            if name not in saved:
+                raise ValueError(f"the checkpoint has no {kind[:-1]} {name!r}; it holds {sorted(saved)}")
+            target.load_state_dict(saved[name])
+    if restore_rng:
+        set_rng_state(checkpoint["rng"])
+    return int(checkpoint["step"])
+
+
+# ---------------------------------------------------------------------------------------------- manager
+
+
+class CheckpointManager:
+    """Numbered checkpoints `checkpoint-<step>.pt` in one folder, keeping the newest `keep_last`.
+
+    manager = CheckpointManager("results/checkpoints", keep_last=3)
+    manager.save(step, model=model, optimizers={"adam": opt}, ...)   # keywords of save_checkpoint
+    checkpoint = manager.load()                                       # the latest; or load(path)
+    """
+
+    PATTERN = re.compile(r"^checkpoint-(\d+)\.pt$")
+
+    def __init__(self, folder: str | Path, keep_last: int | None = 3):
+        if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1):
+            raise ValueError(f"keep_last must be a positive int or None (keep all), got {keep_last!r}")
+        self.folder = Path(folder)
+        self.keep_last = keep_last
+
+    def path_for(self, step: int) -> Path:
+        return self.folder / f"checkpoint-{step:08d}.pt"
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """(step, path) of every checkpoint in the folder, oldest first."""
+        if not self.folder.is_dir():
+            return []
+        found = []
+        for path in self.folder.iterdir():
+            match = self.PATTERN.match(path.name)
+            if match and path.is_file():
+                found.append((int(match.group(1)), path))
+        return sorted(found)
+
+    def latest(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1][1] if found else None
+
+    def save(self, step: int, **state) -> Path:
+        """`save_checkpoint(self.path_for(step), step=step, **state)`, then prune old checkpoints."""
+        self._remove_stale_temporaries()
+        path = save_checkpoint(self.path_for(step), step=step, **state)
+        self.prune()
+        return path
+
+    def prune(self) -> list[Path]:
+        if self.keep_last is None:
+            return []
+        removed = [path for _, path in self.checkpoints()[: -self.keep_last]]
+        for path in removed:
+            path.unlink(missing_ok=True)
+        return removed
+
+    def load(self, path: str | Path | None = None, map_location: str | torch.device = "cpu", **restore) -> dict:
+        """Read `path` (default: the latest checkpoint); keywords of `restore_checkpoint` load it into objects."""
+        if path is None:
+            path = self.latest()
+            if path is None:
+                raise FileNotFoundError(f"no checkpoints in {str(self.folder)!r}")
+        checkpoint = load_checkpoint(path, map_location=map_location)
+        if restore:
+            restore_checkpoint(checkpoint, **restore)
+        return checkpoint
+
+    def _remove_stale_temporaries(self) -> None:
+        # left behind only when a process was killed mid-write; the manager is the folder's single writer
+        if self.folder.is_dir():
+            for path in self.folder.glob(_TMP_PREFIX + "checkpoint-*"):
+                path.unlink(missing_ok=True)

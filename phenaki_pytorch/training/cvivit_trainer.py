@@ -1,0 +1,323 @@
+"""CViViTTrainer: trains the video tokenizer as a VQGAN with alternating generator / discriminator steps.
+
+    trainer = CViViTTrainer(cvivit, folder="videos/", batch_size=4, grad_accum_every=4, num_train_steps=10000)
+    trainer.train()
+
+Results folder layout:
+    checkpoints/checkpoint-<step>.pt    resumable training state (keep_last newest kept)
+    samples/step-<step>.gif             held-out originals (left) beside reconstructions (right)
+    metrics.jsonl                       one line of losses per step, validation loss every save_results_every
+    tokenizer/                          the final (EMA if used) tokenizer, `CViViT.from_pretrained`-ready
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim import AdamW
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import Dataset, IterableDataset
+
+from .base import BaseTrainer, preserved_rng
+
+__all__ = ["CViViTTrainer"]
+
+
+def _as_clip(video: Any) -> Any:
+    """Images (c, h, w) become one-frame clips (c, 1, h, w); anything else passes through."""
+    return video.unsqueeze(1) if isinstance(video, Tensor) and video.ndim == 3 else video
+
+
+def collate_clips(items: list) -> dict[str, Any]:
+    """`collate_videos`, also accepting bare images (c, h, w) as one-frame clips."""
+    from ..data import collate_videos
+
+    normalised = []
+    for item in items:
+        if isinstance(item, dict) and "video" in item:
+            item = {**item, "video": _as_clip(item["video"])}
+        elif isinstance(item, (tuple, list)) and item:
+            item = (_as_clip(item[0]), *item[1:])
+        else:
+            item = _as_clip(item)
+        normalised.append(item)
+    return collate_videos(normalised)
+
+
+def _masked_mse(recon: Tensor, video: Tensor, mask: Tensor | None) -> Tensor:
+    if mask is None:
+        return F.mse_loss(recon, video)
+    per_frame = (recon - video).pow(2).mean(dim=(1, 3, 4))  # (b, f)
+    return per_frame[mask].mean()
+
+
+class CViViTTrainer(BaseTrainer):
+    """Trains a `CViViT` on a folder of videos (or images) or on any dataset of clips.
+
+    `dataset` items are dicts `{"video": (c, f, h, w), "frame_mask": (f,) bool, ...}`, `(video, ...)` tuples
+    or bare tensors (images `(c, h, w)` count as one-frame clips). With `folder`, a `VideoDataset`
+    (`ImageDataset` when `train_on_images`) is built at the model's `image_size`, or at `image_size=` when
+    the model was built without one. Each step takes `grad_accum_every` micro-batches, makes one generator
+    step and, when the model has a discriminator, one discriminator step on the same batches (gradient
+    penalty every `apply_grad_penalty_every` steps).
+    """
+
+    find_unused_parameters = True  # the discriminator idles in the generator pass, and vice versa
+    progress_keys = ("loss", "recon_loss", "discr_loss")
+
+    def __init__(
+        self,
+        cvivit: nn.Module,
+        *,
+        folder: str | Path | None = None,
+        dataset: Dataset | None = None,
+        num_frames: int = 17,
+        image_size: int | tuple[int, int] | None = None,
+        batch_size: int = 4,
+        grad_accum_every: int = 1,
+        num_train_steps: int = 10000,
+        lr: float = 3e-4,
+        discr_lr: float | None = None,
+        wd: float = 0.0,
+        lr_warmup_steps: int = 0,
+        max_grad_norm: float | None = 0.5,
+        discr_max_grad_norm: float | None = None,
+        train_on_images: bool = False,
+        use_ema: bool = True,
+        ema_beta: float = 0.995,
+        ema_update_every: int = 1,
+        ema_update_after_step: int = 0,
+        apply_grad_penalty_every: int = 4,
+        valid_frac: float = 0.05,
+        random_split_seed: int | None = None,
+        save_results_every: int = 100,
+        save_model_every: int = 1000,
+        results_folder: str | Path = "./results",
+        keep_last: int | None = 3,
+        resume: bool | str | Path = False,
+        mixed_precision: str = "no",
+        log_with: str | list | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+        cpu: bool = False,
+        accelerate_kwargs: dict | None = None,
+    ):
+        if (folder is None) == (dataset is None):
+            raise ValueError("pass exactly one of folder= (a directory of videos or images) or dataset=")
+        if not 0.0 <= valid_frac < 1.0:
+            raise ValueError(f"valid_frac must lie in [0, 1), got {valid_frac}")
+        for name, value in (("save_results_every", save_results_every), ("ema_update_every", ema_update_every)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if apply_grad_penalty_every < 0 or lr_warmup_steps < 0:
+            raise ValueError("apply_grad_penalty_every and lr_warmup_steps must be >= 0")
+        super().__init__(
+            num_train_steps=num_train_steps,
+            batch_size=batch_size,
+            grad_accum_every=grad_accum_every,
+            max_grad_norm=max_grad_norm,
+            results_folder=results_folder,
+            save_model_every=save_model_every,
+            keep_last=keep_last,
+            mixed_precision=mixed_precision,
+            log_with=log_with,
+            project_name="cvivit",
+            seed=seed,
+            num_workers=num_workers,
+            cpu=cpu,
+            accelerate_kwargs=accelerate_kwargs,
+        )
+        self.cvivit = cvivit
+        self.folder, self.dataset = folder, dataset
+        self.num_frames, self.image_size = num_frames, image_size
+        self.train_on_images = train_on_images
+        self.lr, self.wd, self.lr_warmup_steps = lr, wd, lr_warmup_steps
+        self.discr_lr = discr_lr if discr_lr is not None else lr
+        self.discr_max_grad_norm = discr_max_grad_norm
+        self.use_ema = use_ema
+        self.ema_kwargs = dict(beta=ema_beta, update_every=ema_update_every, update_after_step=ema_update_after_step)
+        self.apply_grad_penalty_every = apply_grad_penalty_every
+        self.valid_frac = valid_frac
+        self.random_split_seed = seed if random_split_seed is None else random_split_seed
+        self.save_results_every = save_results_every
+        self.samples_folder = self.results_folder / "samples"
+        self._valid_batch: dict[str, Any] | None = None
+        self._last_batch: dict[str, Any] | None = None
+        self.setup()
+        self.resume(resume)
+
+    # ------------------------------------------------------------------ setup
+
+    def _build_dataset(self) -> Dataset:
+        if self.dataset is not None:
+            if isinstance(self.dataset, IterableDataset) or not hasattr(self.dataset, "__len__"):
+                raise TypeError(
+                    f"dataset must be a map-style Dataset with __len__ and __getitem__ (the trainer shuffles and "
+                    f"resumes by index), got {type(self.dataset).__name__}"
+                )
+            return self.dataset
+        model_size = getattr(self.cvivit, "image_size", None)
+        size = self.image_size if self.image_size is not None else model_size
+        if size is None:
+            raise ValueError(
+                "the CViViT was built without image_size, so the trainer cannot tell what size to read the "
+                "videos at: pass image_size=(height, width) to CViViTTrainer (or build the CViViT with image_size)"
+            )
+        size = size if isinstance(size, tuple) else (size, size)
+        if model_size is not None and tuple(model_size) != size:
+            raise ValueError(f"image_size={size} differs from the CViViT's image_size={tuple(model_size)}")
+        from ..data import ImageDataset, VideoDataset
+
+        if self.train_on_images:
+            return ImageDataset(self.folder, size, seed=self.seed)
+        self.cvivit.num_token_frames(self.num_frames)  # ValueError naming the valid frame counts
+        return VideoDataset(self.folder, self.num_frames, size, seed=self.seed)
+
+    def _split(self, num_items: int) -> tuple[list[int], list[int]]:
+        num_valid = int(num_items * self.valid_frac)
+        if self.valid_frac > 0 and num_valid == 0 and num_items > 1:
+            num_valid = 1  # a tiny dataset still gets one held-out item
+        if num_items - num_valid < 1:
+            raise ValueError(
+                f"the dataset has {num_items} items: too few to train on after valid_frac={self.valid_frac}"
+            )
+        order = torch.randperm(num_items, generator=torch.Generator().manual_seed(self.random_split_seed)).tolist()
+        return order[num_valid:], order[:num_valid]
+
+    def setup(self):
+        cvivit = self.cvivit
+        for method in ("generator_parameters", "discriminator_parameters"):
+            if not callable(getattr(cvivit, method, None)):
+                raise TypeError(f"cvivit must be a CViViT (with .{method}()), got {type(cvivit).__name__}")
+        dataset = self._build_dataset()
+        train_indices, self.valid_indices = self._split(len(dataset))
+        self.full_dataset = dataset
+        self.set_train_data(dataset, train_indices, collate_fn=collate_clips)
+
+        self.has_discr = getattr(cvivit, "discr", None) is not None and len(cvivit.discriminator_parameters()) > 0
+        optimizers = {"generator": AdamW(cvivit.generator_parameters(), lr=self.lr, weight_decay=self.wd)}
+        if self.has_discr:
+            optimizers["discriminator"] = AdamW(
+                cvivit.discriminator_parameters(), lr=self.discr_lr, weight_decay=self.wd
+            )
+        warmup = self.lr_warmup_steps
+        schedulers = {
+            name: LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+            for name, opt in optimizers.items()
+        }
+        self.prepare(cvivit, optimizers, schedulers, ema_kwargs=self.ema_kwargs if self.use_ema else None)
+
+    def hparams(self) -> dict[str, Any]:
+        return {
+            **super().hparams(),
+            "lr": self.lr,
+            "discr_lr": self.discr_lr,
+            "wd": self.wd,
+            "max_grad_norm": self.max_grad_norm,
+            "num_frames": self.num_frames,
+            "train_on_images": self.train_on_images,
+            "use_ema": self.use_ema,
+            "apply_grad_penalty_every": self.apply_grad_penalty_every,
+        }
+
+    # ------------------------------------------------------------------ training
+
+    @staticmethod
+    def _video_and_mask(batch: dict[str, Any]) -> tuple[Tensor, Tensor | None]:
+        video, mask = batch["video"], batch.get("frame_mask")
+        if mask is not None and bool(mask.all()):
+            mask = None  # no padded frames: the plain loss is the same and cheaper
+        return video, mask
+
+    def train_step(self) -> dict[str, float]:
+        """One generator step and (with a discriminator) one discriminator step; returns the losses."""
+        batches = self.next_batches()
+        self._last_batch = batches[0]
+        model = self.model  # the prepared (possibly DDP-wrapped) model: always called, never reached into
+
+        def generator_loss(batch):
+            video, mask = self._video_and_mask(batch)
+            loss, breakdown = model(video, mask=mask, return_loss_breakdown=True)
+            return {
+                "loss": loss,
+                **{f"{name}_loss" if name != "adaptive_weight" else name: value for name, value in breakdown.items()},
+            }
+
+        lr = self.optimizers["generator"].param_groups[0]["lr"]  # read before the scheduler moves it
+        logs = self.optimizer_step("generator", batches, generator_loss, max_grad_norm=self.max_grad_norm)
+        logs["lr"] = lr
+
+        if self.has_discr:
+            penalty = self.apply_grad_penalty_every > 0 and self.step % self.apply_grad_penalty_every == 0
+
+            def discriminator_loss(batch):
+                video, _ = self._video_and_mask(batch)
+                return {"loss": model(video, return_discr_loss=True, apply_grad_penalty=penalty)}
+
+            discr_logs = self.optimizer_step(
+                "discriminator", batches, discriminator_loss, max_grad_norm=self.discr_max_grad_norm
+            )
+            logs.update({f"discr_{key}": value for key, value in discr_logs.items()})
+
+        self.finish_step()
+        return logs
+
+    def after_step(self) -> dict[str, float]:
+        if self.step % self.save_results_every == 0:
+            return self.evaluate()
+        return {}
+
+    # ------------------------------------------------------------------ evaluation and export
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The tokenizer used for samples and export: the EMA copy when `use_ema`, else the trained weights."""
+        return self.ema.ema_model if self.ema is not None else self.unwrapped_model
+
+    def _validation_batch(self) -> dict[str, Any] | None:
+        if self._valid_batch is None and self.valid_indices:
+            items = [self.full_dataset[i] for i in self.valid_indices[: self.batch_size]]
+            self._valid_batch = collate_clips(items)
+        return self._valid_batch
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Validation reconstruction loss and a GIF of originals beside reconstructions (main process).
+
+        Runs under `preserved_rng`, so evaluating never changes the training trajectory.
+        """
+        if not self.is_main:
+            return {}
+        batch = self._validation_batch()
+        key = "valid_recon_loss"
+        if batch is None:  # no held-out split: show the latest training batch instead
+            batch, key = self._last_batch, "train_recon_loss_eval"
+        if batch is None:
+            return {}
+        from ..data import save_video
+
+        batch = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        video, mask = self._video_and_mask(batch)
+        model = self.eval_model
+        was_training = model.training
+        model.eval()
+        try:
+            with preserved_rng():
+                recon = model(video, return_recons_only=True)
+        finally:
+            model.train(was_training)
+        loss = _masked_mse(recon, video, mask).item()
+        path = self.samples_folder / f"step-{self.step:08d}.gif"
+        save_video(torch.cat((video, recon.clamp(0.0, 1.0)), dim=-1).float().cpu(), path, fps=8)
+        self.print(f"step {self.step}: {key} {loss:.5f}, samples in {str(path)!r}")
+        return {key: loss}
+
+    def on_train_end(self):
+        if self.is_main:
+            path = self.results_folder / "tokenizer"
+            self.eval_model.save_pretrained(path)
+            self.print(f"saved the {'EMA ' if self.ema is not None else ''}tokenizer to {str(path)!r}")

@@ -1,0 +1,350 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from phenaki_pytorch import CViViT
+from phenaki_pytorch.data import SyntheticCaptionedVideos, save_video
+from phenaki_pytorch.training import CViViTTrainer, ResumableBatchSampler, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and stay fast when other jobs share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_cvivit(seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    kwargs = dict(
+        dim=32,
+        codebook_size=64,
+        patch_size=8,
+        temporal_patch_size=2,
+        spatial_depth=1,
+        temporal_depth=1,
+        dim_head=8,
+        heads=4,
+        perceptual_network=None,
+        discr_dim=8,
+    )
+    kwargs.update(overrides)
+    return CViViT(**kwargs)
+
+
+def synthetic(num_samples: int = 24, image_size: int = 16):
+    return SyntheticCaptionedVideos(num_samples, num_frames=5, image_size=image_size, seed=0)
+
+
+def clone_state(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------------------------- a real run
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """60 steps on synthetic clips through `train()`, with snapshots taken before training."""
+    results = tmp_path_factory.mktemp("cvivit_run")
+    cvivit = tiny_cvivit()
+    trainer = CViViTTrainer(
+        cvivit,
+        dataset=synthetic(),
+        num_frames=5,
+        batch_size=4,
+        num_train_steps=60,
+        lr=1e-3,
+        ema_beta=0.9,
+        save_results_every=30,
+        save_model_every=25,
+        keep_last=2,
+        results_folder=results,
+        seed=0,
+    )
+    before = {"model": clone_state(cvivit), "discr": clone_state(cvivit.discr)}
+    trainer.train()
+    logs = [json.loads(line) for line in (results / "metrics.jsonl").read_text().splitlines()]
+    return trainer, before, logs, results
+
+
+def test_training_reduces_the_reconstruction_loss(trained):
+    _, _, logs, _ = trained
+    recon = [entry["recon_loss"] for entry in logs]
+    assert len(recon) == 60 and [entry["step"] for entry in logs] == list(range(1, 61))
+    first, last = sum(recon[:5]) / 5, sum(recon[-5:]) / 5
+    assert last < 0.6 * first, (first, last)
+    assert all(key in logs[-1] for key in ("loss", "quantizer_loss", "discr_loss", "grad_norm", "lr"))
+    valid = [entry["valid_recon_loss"] for entry in logs if "valid_recon_loss" in entry]
+    assert len(valid) == 2 and valid[1] < valid[0]
+
+
+def test_ema_and_discriminator_weights_move(trained):
+    trainer, before, _, _ = trained
+    online = trainer.unwrapped_model.state_dict()
+    ema = trainer.ema.ema_model.state_dict()
+    assert trainer.ema.ema_model is not trainer.unwrapped_model
+    moved_from_init = [k for k in before["model"] if not torch.equal(ema[k], before["model"][k])]
+    differ_from_online = [k for k in online if online[k].is_floating_point() and not torch.equal(ema[k], online[k])]
+    assert len(moved_from_init) > len(online) // 2
+    assert len(differ_from_online) > len(online) // 2
+    discr_now = trainer.unwrapped_model.discr.state_dict()
+    assert all(not torch.equal(discr_now[k], before["discr"][k]) for k in before["discr"] if "weight" in k)
+
+
+def test_results_folder_holds_samples_checkpoints_and_the_tokenizer(trained):
+    trainer, _, _, results = trained
+    gifs = sorted(p.name for p in (results / "samples").glob("*.gif"))
+    assert gifs == ["step-00000030.gif", "step-00000060.gif"]
+    from PIL import Image
+
+    with Image.open(results / "samples" / gifs[-1]) as gif:
+        assert gif.n_frames == 5 and gif.size[0] > gif.size[1]  # originals beside reconstructions
+    # every 25 steps plus the final one, the newest two kept
+    assert sorted(p.name for p in (results / "checkpoints").iterdir()) == [
+        "checkpoint-00000050.pt",
+        "checkpoint-00000060.pt",
+    ]
+    checkpoint = load_checkpoint(results / "checkpoints" / "checkpoint-00000060.pt")
+    assert checkpoint["step"] == 60 and set(checkpoint["optimizers"]) == {"generator", "discriminator"}
+    assert checkpoint["config"] == trainer.unwrapped_model.config
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in checkpoint["model"])
+    # the exported tokenizer is the EMA
+    exported = CViViT.from_pretrained(results / "tokenizer")
+    ema = trainer.ema.ema_model.state_dict()
+    assert all(torch.equal(v, ema[k]) for k, v in exported.state_dict().items())
+
+
+# ---------------------------------------------------------------------------------------------- resume
+
+
+def make_resume_trainer(results, **overrides):
+    kwargs = dict(
+        dataset=synthetic(10),  # 10 items, 2 x 3 per step: epochs wrap mid-batch within the run
+        num_frames=5,
+        batch_size=3,
+        grad_accum_every=2,
+        num_train_steps=6,
+        lr=1e-3,
+        ema_beta=0.9,
+        apply_grad_penalty_every=2,
+        valid_frac=0.1,
+        save_results_every=2,
+        results_folder=results,
+        seed=3,
+    )
+    model_seed = overrides.pop("model_seed", 0)
+    kwargs.update(overrides)
+    return CViViTTrainer(tiny_cvivit(seed=model_seed), **kwargs)
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    straight = make_resume_trainer(tmp_path / "straight")
+    straight_logs = [straight.train_step() for _ in range(6)]  # no evaluations, no checkpoints in between
+
+    # the interrupted run goes through train(): samples at step 2 (under preserved RNG), a checkpoint at step 3
+    first = make_resume_trainer(tmp_path / "resumed", num_train_steps=3)
+    first.train()
+    assert first.checkpoints.latest().name == "checkpoint-00000003.pt"
+    assert (tmp_path / "resumed" / "samples" / "step-00000002.gif").is_file()
+
+    # a fresh process: new model weights, different global RNG state, resume=True finds the latest checkpoint
+    torch.manual_seed(1234)
+    second = make_resume_trainer(tmp_path / "resumed", resume=True, model_seed=99)
+    assert second.step == 3
+    resumed_logs = [second.train_step() for _ in range(3)]
+
+    # same data, same random draws, same arithmetic: the losses agree exactly
+    assert resumed_logs == straight_logs[3:]
+    for name, a, b in (
+        ("model", straight.unwrapped_model, second.unwrapped_model),
+        ("ema", straight.ema, second.ema),
+    ):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            assert torch.equal(sb[key], sa[key]), f"{name}.{key}"
+    opt_a = straight.optimizers["generator"].state_dict()["state"]
+    opt_b = second.optimizers["generator"].state_dict()["state"]
+    for index in opt_a:
+        assert torch.equal(opt_b[index]["exp_avg_sq"], opt_a[index]["exp_avg_sq"])
+
+
+def test_resume_from_an_explicit_path_and_missing_paths(tmp_path):
+    trainer = make_resume_trainer(tmp_path / "a", num_train_steps=2, use_ema=False)
+    trainer.train_step()
+    path = trainer.save(tmp_path / "manual.pt")
+    assert path == tmp_path / "manual.pt"
+    again = make_resume_trainer(tmp_path / "b", resume=path, use_ema=False)
+    assert again.step == 1
+    fresh = make_resume_trainer(tmp_path / "c", resume=True)  # nothing to resume yet: a fresh start
+    assert fresh.step == 0
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        make_resume_trainer(tmp_path / "d", resume=tmp_path / "nothing-here.pt")
+
+
+def test_sampler_resumes_and_shards():
+    def take(sampler, count):
+        iterator = iter(sampler)
+        return [next(iterator) for _ in range(count)]
+
+    full = take(ResumableBatchSampler(7, 3, seed=5), 10)
+    assert take(ResumableBatchSampler(7, 3, seed=5, start_batch=4), 6) == full[4:]
+    # every index appears once per epoch, epochs are reshuffled
+    stream = [key for batch in full for key in batch]
+    assert sorted(i for epoch, i in stream if epoch == 0) == list(range(7))
+    assert [i for e, i in stream if e == 0] != [i for e, i in stream if e == 1]
+    # two ranks split each global batch of the single-process stream with a doubled batch size
+    ranks = [take(ResumableBatchSampler(7, 3, seed=5, rank=r, world_size=2), 4) for r in (0, 1)]
+    single = take(ResumableBatchSampler(7, 6, seed=5), 4)
+    assert [a + b for a, b in zip(*ranks)] == single
+
+
+# ---------------------------------------------------------------------------------------------- call shapes
+
+
+def test_peer_api_call_shape_with_a_folder_of_gifs(tmp_path, monkeypatch):
+    folder = tmp_path / "videos"
+    generator = torch.Generator().manual_seed(0)
+    for i in range(5):
+        frames = 9 if i % 2 else 17  # the short clips are padded to 17 frames and masked
+        save_video(torch.rand(3, frames, 16, 16, generator=generator), folder / f"clip{i}.gif", fps=8)
+    cvivit = tiny_cvivit(image_size=16)
+    monkeypatch.chdir(tmp_path)  # the default results_folder is ./results
+    trainer = CViViTTrainer(
+        cvivit,
+        folder=str(folder),
+        batch_size=4,
+        grad_accum_every=4,
+        train_on_images=False,
+        use_ema=False,
+        num_train_steps=2,
+    )
+    trainer.train()
+    assert trainer.ema is None
+    assert (tmp_path / "results" / "tokenizer" / "model.safetensors").is_file()
+    assert (tmp_path / "results" / "checkpoints" / "checkpoint-00000002.pt").is_file()
+
+
+def test_images_and_folder_errors(tmp_path):
+    from phenaki_pytorch.data import save_image
+
+    folder = tmp_path / "images"
+    for i in range(3):
+        save_image(torch.rand(3, 16, 16), folder / f"image{i}.png")
+    with pytest.raises(ValueError, match="image_size="):
+        CViViTTrainer(tiny_cvivit(), folder=folder, train_on_images=True, results_folder=tmp_path / "r")
+    trainer = CViViTTrainer(
+        tiny_cvivit(),
+        folder=folder,
+        image_size=16,
+        train_on_images=True,
+        batch_size=2,
+        num_train_steps=1,
+        save_results_every=1,
+        results_folder=tmp_path / "r",
+    )
+    trainer.train()
+    assert (tmp_path / "r" / "samples" / "step-00000001.gif").is_file()
+    # a plain tensor dataset of images works too
+    images = torch.utils.data.TensorDataset(torch.rand(4, 3, 16, 16))
+    logs = CViViTTrainer(tiny_cvivit(), dataset=images, batch_size=2, results_folder=tmp_path / "t").train_step()
+    assert set(logs) >= {"loss", "recon_loss", "discr_loss"}
+
+    with pytest.raises(ValueError, match="exactly one"):
+        CViViTTrainer(tiny_cvivit(), results_folder=tmp_path / "r")
+    with pytest.raises(ValueError, match="nearest valid"):
+        CViViTTrainer(tiny_cvivit(image_size=16), folder=folder, num_frames=4, results_folder=tmp_path / "r")
+
+
+def test_model_without_discriminator(tmp_path):
+    trainer = CViViTTrainer(
+        tiny_cvivit(use_gan=False), dataset=synthetic(8), num_frames=5, batch_size=2, results_folder=tmp_path
+    )
+    logs = trainer.train_step()
+    assert "discr_loss" not in logs and set(trainer.optimizers) == {"generator"}
+
+
+# ---------------------------------------------------------------------------------------------- two processes
+
+
+def test_two_processes_keep_identical_replicas(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "tests" / "ddp_worker.py"),
+        str(tmp_path),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 4
+    # each process trained on its own shard of the data ...
+    assert ranks[0]["fingerprints"] != ranks[1]["fingerprints"]
+    # ... and yet both hold the same weights, buffers (the VQ codebook) and EMA
+    for part in ("model", "ema"):
+        a, b = ranks[0][part], ranks[1][part]
+        assert a.keys() == b.keys()
+        assert [k for k in a if not torch.equal(a[k], b[k])] == [], part
+    # the main process wrote the checkpoint: it holds those weights, unprefixed
+    checkpoint = load_checkpoint(tmp_path / "results" / "checkpoints" / "checkpoint-00000004.pt")
+    assert checkpoint["model"].keys() == ranks[0]["model"].keys()
+    assert all(torch.equal(checkpoint["model"][k], ranks[0]["model"][k]) for k in checkpoint["model"])
+    initial = tiny_cvivit().state_dict()
+    assert any(not torch.equal(initial[k], ranks[0]["model"][k]) for k in initial)
+
+
+def test_trackers_receive_config_and_logs(tmp_path):
+    from accelerate.tracking import GeneralTracker
+
+    class Recorder(GeneralTracker):
+        name = "recorder"
+        requires_logging_directory = False
+
+        def __init__(self):
+            super().__init__()
+            self.config, self.logs, self.finished = None, [], False
+
+        @property
+        def tracker(self):
+            return self
+
+        def store_init_configuration(self, values):
+            self.config = values
+
+        def log(self, values, step=None, **kwargs):
+            self.logs.append((step, values))
+
+        def finish(self):
+            self.finished = True
+
+    recorder = Recorder()
+    trainer = CViViTTrainer(
+        tiny_cvivit(),
+        dataset=synthetic(8),
+        num_frames=5,
+        batch_size=2,
+        num_train_steps=2,
+        save_results_every=2,
+        log_with=[recorder],
+        results_folder=tmp_path,
+    )
+    trainer.train()
+    assert recorder.config["batch_size"] == 2 and recorder.finished
+    assert [step for step, _ in recorder.logs] == [1, 2]
+    assert "valid_recon_loss" in recorder.logs[-1][1] and "recon_loss" in recorder.logs[0][1]

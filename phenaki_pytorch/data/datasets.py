@@ -149,6 +149,7 @@ class _MediaDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Change the random crops drawn for every item (call once per epoch)."""
         self.epoch = int(epoch)
+        self._epoch_set = True
 
     def _skip(self, path: Path, err: BaseException | str) -> None:
         self.skipped_paths.append(str(path))
@@ -160,6 +161,10 @@ class _MediaDataset(Dataset):
     # -- reading -------------------------------------------------------------------------------------------------
 
     def _generator(self, index: int) -> torch.Generator:
+        if getattr(self, "_epoch_set", False):
+            # a trainer drives the epochs: crops depend on (seed, epoch, index) only, so a resumed
+            # run, or one with a different number of workers, reads exactly the same clips
+            return torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, index, 0, None))
         worker = get_worker_info()
         draw = self._draws[index]
         self._draws[index] += 1

@@ -12,6 +12,18 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
 
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny models run fastest on one thread, and stay fast when other jobs share the CPU
+    (two processes with two threads each on two cores slow down many times over)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 TINY_T5_DIM = 32
 
 _COLORS = ("red", "blue", "green", "yellow", "white")

@@ -10,25 +10,16 @@ from pathlib import Path
 
 import torch
 
-from phenaki_pytorch import CViViT
 from phenaki_pytorch.data import SyntheticCaptionedVideos
 from phenaki_pytorch.training import CViViTTrainer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import tiny_cvivit  # noqa: E402
 
 
 def main(out: Path):
     torch.manual_seed(0)
-    cvivit = CViViT(
-        dim=32,
-        codebook_size=64,
-        patch_size=8,
-        temporal_patch_size=2,
-        spatial_depth=1,
-        temporal_depth=1,
-        dim_head=8,
-        heads=4,
-        perceptual_network=None,
-        discr_dim=8,
-    )
+    cvivit = tiny_cvivit(image_size=None)
     trainer = CViViTTrainer(
         cvivit,
         dataset=SyntheticCaptionedVideos(16, num_frames=5, image_size=16, seed=0),

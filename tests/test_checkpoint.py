@@ -2,41 +2,19 @@ import os
 import pickle
 import random
 
+import helpers
 import numpy as np
 import pytest
 import torch
 from ema_pytorch import EMA
 from torch import nn
 
-from phenaki_pytorch import CViViT
 from phenaki_pytorch.training import CheckpointManager, load_checkpoint, restore_checkpoint, save_checkpoint
 from phenaki_pytorch.training import checkpoint as checkpoint_module
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and stay fast when other jobs share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_cvivit(**overrides):
-    kwargs = dict(
-        dim=32,
-        codebook_size=64,
-        patch_size=8,
-        temporal_patch_size=2,
-        spatial_depth=1,
-        temporal_depth=1,
-        dim_head=8,
-        heads=4,
-        perceptual_network=None,
-        discr_dim=8,
-    )
-    kwargs.update(overrides)
-    return CViViT(**kwargs)
+    return helpers.tiny_cvivit(**{"image_size": None, **overrides})
 
 
 def make_state(seed: int):

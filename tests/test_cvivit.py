@@ -1,3 +1,4 @@
+import helpers
 import pytest
 import torch
 
@@ -5,20 +6,7 @@ from phenaki_pytorch import CViViT
 
 
 def tiny_cvivit(**overrides):
-    kwargs = dict(
-        dim=32,
-        codebook_size=64,
-        patch_size=8,
-        temporal_patch_size=2,
-        spatial_depth=1,
-        temporal_depth=1,
-        dim_head=8,
-        heads=4,
-        perceptual_network=None,
-        discr_dim=8,
-    )
-    kwargs.update(overrides)
-    return CViViT(**kwargs)
+    return helpers.tiny_cvivit(**{"image_size": None, **overrides})
 
 
 @pytest.fixture

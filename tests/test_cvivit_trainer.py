@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
 
@@ -14,31 +15,9 @@ from phenaki_pytorch.training import CViViTTrainer, ResumableBatchSampler, load_
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and stay fast when other jobs share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_cvivit(seed: int = 0, **overrides):
     torch.manual_seed(seed)
-    kwargs = dict(
-        dim=32,
-        codebook_size=64,
-        patch_size=8,
-        temporal_patch_size=2,
-        spatial_depth=1,
-        temporal_depth=1,
-        dim_head=8,
-        heads=4,
-        perceptual_network=None,
-        discr_dim=8,
-    )
-    kwargs.update(overrides)
-    return CViViT(**kwargs)
+    return helpers.tiny_cvivit(**{"image_size": None, **overrides})
 
 
 def synthetic(num_samples: int = 24, image_size: int = 16):

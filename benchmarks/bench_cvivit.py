@@ -17,6 +17,23 @@ from common import autocast, header, peak_rss_mb, timeit
 from phenaki_pytorch import CViViT
 
 
+def build_cvivit(use_gan: bool = False) -> CViViT:
+    """The issue's benchmark tokenizer: dim 128, codebook 1024, 64x64 frames, patch 8, depth 2+2, 4 heads of 32."""
+    return CViViT(
+        dim=128,
+        codebook_size=1024,
+        image_size=64,
+        patch_size=8,
+        temporal_patch_size=2,
+        spatial_depth=2,
+        temporal_depth=2,
+        dim_head=32,
+        heads=4,
+        use_gan=use_gan,
+        perceptual_network=None,
+    )
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -27,19 +44,7 @@ def main():
 
     torch.manual_seed(0)
     device = args.device
-    cvivit = CViViT(
-        dim=128,
-        codebook_size=1024,
-        image_size=64,
-        patch_size=8,
-        temporal_patch_size=2,
-        spatial_depth=2,
-        temporal_depth=2,
-        dim_head=32,
-        heads=4,
-        use_gan=args.gan,
-        perceptual_network=None,
-    ).to(device)
+    cvivit = build_cvivit(use_gan=args.gan).to(device)
     video = torch.rand(2, 3, 9, 64, 64, device=device)
     optimizer = torch.optim.Adam(cvivit.generator_parameters(), lr=1e-4)
 

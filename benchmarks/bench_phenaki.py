@@ -13,26 +13,15 @@ from __future__ import annotations
 import argparse
 
 import torch
+from bench_cvivit import build_cvivit
 from common import autocast, header, peak_rss_mb, timeit
 
-from phenaki_pytorch import CallableTextEncoder, CViViT, MaskGit, Phenaki
+from phenaki_pytorch import CallableTextEncoder, MaskGit, Phenaki
 
 
 def build(large: bool, device: str) -> tuple[Phenaki, int]:
     frames = 17 if large else 9
-    cvivit = CViViT(
-        dim=128,
-        codebook_size=1024,
-        image_size=64,
-        patch_size=8,
-        temporal_patch_size=2,
-        spatial_depth=2,
-        temporal_depth=2,
-        dim_head=32,
-        heads=4,
-        use_gan=False,
-        perceptual_network=None,
-    )
+    cvivit = build_cvivit()
     tokens = cvivit.num_tokens(frames)
     maskgit = MaskGit(
         num_tokens=1024,

@@ -23,3 +23,7 @@ __all__ = [
     "save_checkpoint",
     "set_rng_state",
 ]
+
+from .phenaki_trainer import PhenakiTrainer  # noqa: E402
+
+__all__ += ["PhenakiTrainer"]

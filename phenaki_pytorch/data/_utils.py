@@ -6,10 +6,8 @@ import hashlib
 import re
 
 import torch
-from beartype import BeartypeConf, beartype
 
-# type violations in the public data API surface as TypeError (naming the parameter), like the hand-written checks
-typechecked = beartype(conf=BeartypeConf(violation_param_type=TypeError))
+from ..typecheck import typechecked  # noqa: F401 -- re-exported for the data modules
 
 _DIGITS = re.compile(r"(\d+)")
 

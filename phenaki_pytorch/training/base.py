@@ -283,6 +283,25 @@ class BaseTrainer:
 
     # ------------------------------------------------------------------ data
 
+    def set_data_with_validation(self, dataset: Dataset, collate_fn: Callable, valid_frac: float, split_seed: int):
+        """Hold out a seeded `valid_frac` of `dataset` (at least one item when there are two or more) and
+        train on the rest; `validation_batch()` then gives the first `batch_size` held-out items."""
+        num_items = len(dataset)
+        num_valid = int(num_items * valid_frac)
+        if valid_frac > 0 and num_valid == 0 and num_items > 1:
+            num_valid = 1  # a tiny dataset still gets one held-out item
+        if num_items - num_valid < 1:
+            raise ValueError(f"the dataset has {num_items} items: too few to train on after valid_frac={valid_frac}")
+        order = torch.randperm(num_items, generator=torch.Generator().manual_seed(split_seed)).tolist()
+        self.full_dataset, self.valid_indices, self._valid_batch = dataset, order[:num_valid], None
+        self.set_train_data(dataset, order[num_valid:], collate_fn=collate_fn)
+
+    def validation_batch(self) -> Any:
+        if getattr(self, "_valid_batch", None) is None and getattr(self, "valid_indices", None):
+            items = [self.full_dataset[i] for i in self.valid_indices[: self.batch_size]]
+            self._valid_batch = self._collate_fn(items) if self._collate_fn else items
+        return getattr(self, "_valid_batch", None)
+
     def set_train_data(self, dataset: Dataset, indices: Sequence[int] | None = None, collate_fn: Callable = None):
         self._train_data = EpochSubset(dataset, indices)
         self._collate_fn = collate_fn

@@ -177,26 +177,13 @@ class CViViTTrainer(BaseTrainer):
         self.cvivit.num_token_frames(self.num_frames)  # ValueError naming the valid frame counts
         return VideoDataset(self.folder, self.num_frames, size, seed=self.seed)
 
-    def _split(self, num_items: int) -> tuple[list[int], list[int]]:
-        num_valid = int(num_items * self.valid_frac)
-        if self.valid_frac > 0 and num_valid == 0 and num_items > 1:
-            num_valid = 1  # a tiny dataset still gets one held-out item
-        if num_items - num_valid < 1:
-            raise ValueError(
-                f"the dataset has {num_items} items: too few to train on after valid_frac={self.valid_frac}"
-            )
-        order = torch.randperm(num_items, generator=torch.Generator().manual_seed(self.random_split_seed)).tolist()
-        return order[num_valid:], order[:num_valid]
-
     def setup(self):
         cvivit = self.cvivit
         for method in ("generator_parameters", "discriminator_parameters"):
             if not callable(getattr(cvivit, method, None)):
                 raise TypeError(f"cvivit must be a CViViT (with .{method}()), got {type(cvivit).__name__}")
         dataset = self._build_dataset()
-        train_indices, self.valid_indices = self._split(len(dataset))
-        self.full_dataset = dataset
-        self.set_train_data(dataset, train_indices, collate_fn=collate_clips)
+        self.set_data_with_validation(dataset, collate_clips, self.valid_frac, self.random_split_seed)
 
         self.has_discr = getattr(cvivit, "discr", None) is not None and len(cvivit.discriminator_parameters()) > 0
         optimizers = {"generator": AdamW(cvivit.generator_parameters(), lr=self.lr, weight_decay=self.wd)}
@@ -278,12 +265,6 @@ class CViViTTrainer(BaseTrainer):
         """The tokenizer used for samples and export: the EMA copy when `use_ema`, else the trained weights."""
         return self.ema.ema_model if self.ema is not None else self.unwrapped_model
 
-    def _validation_batch(self) -> dict[str, Any] | None:
-        if self._valid_batch is None and self.valid_indices:
-            items = [self.full_dataset[i] for i in self.valid_indices[: self.batch_size]]
-            self._valid_batch = collate_clips(items)
-        return self._valid_batch
-
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Validation reconstruction loss and a GIF of originals beside reconstructions (main process).
@@ -292,7 +273,7 @@ class CViViTTrainer(BaseTrainer):
         """
         if not self.is_main:
             return {}
-        batch = self._validation_batch()
+        batch = self.validation_batch()
         key = "valid_recon_loss"
         if batch is None:  # no held-out split: show the latest training batch instead
             batch, key = self._last_batch, "train_recon_loss_eval"

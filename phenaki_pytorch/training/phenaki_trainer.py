@@ -209,17 +209,6 @@ class PhenakiTrainer(BaseTrainer):
         cvivit.num_token_frames(frames)  # ValueError naming the valid frame counts
         return CaptionedVideoDataset(self.folder, frames, size, seed=self.seed)
 
-    def _split(self, num_items: int) -> tuple[list[int], list[int]]:
-        num_valid = int(num_items * self.valid_frac)
-        if self.valid_frac > 0 and num_valid == 0 and num_items > 1:
-            num_valid = 1  # a tiny dataset still gets one held-out item
-        if num_items - num_valid < 1:
-            raise ValueError(
-                f"the dataset has {num_items} items: too few to train on after valid_frac={self.valid_frac}"
-            )
-        order = torch.randperm(num_items, generator=torch.Generator().manual_seed(self.random_split_seed)).tolist()
-        return order[num_valid:], order[:num_valid]
-
     def _inspect_data(self, item: Any):
         """Tell raw clips from pre-tokenized ids by the keys of one item; check lengths and captions early."""
         phenaki, cvivit = self.phenaki, self.phenaki.cvivit
@@ -257,11 +246,9 @@ class PhenakiTrainer(BaseTrainer):
     def setup(self):
         phenaki = self.phenaki
         dataset = self._build_dataset()
-        train_indices, self.valid_indices = self._split(len(dataset))
-        self.full_dataset = dataset
-        self.set_train_data(dataset)  # provisional: reads the probe item with the sampler's epoch set
-        self._inspect_data(self._train_data[(0, train_indices[0])])
-        self.set_train_data(dataset, train_indices, collate_fn=self.collate_fn)
+        self.set_data_with_validation(dataset, collate_clips, self.valid_frac, self.random_split_seed)
+        self._inspect_data(self._train_data[(0, 0)])  # the first training item, read with the sampler's epoch set
+        self._collate_fn = self.collate_fn  # raw clips or pre-tokenized ids, as the item showed
 
         frames = self.sample_num_frames
         if frames is None:
@@ -364,12 +351,6 @@ class PhenakiTrainer(BaseTrainer):
         """The Phenaki used for samples and export: the EMA copy when `use_ema`, else the trained weights."""
         return self.ema.ema_model if self.ema is not None else self.unwrapped_model
 
-    def _validation_batch(self) -> dict[str, Any] | None:
-        if self._valid_batch is None and self.valid_indices:
-            items = [self.full_dataset[i] for i in self.valid_indices[: self.batch_size]]
-            self._valid_batch = self.collate_fn(items)
-        return self._valid_batch
-
     def _sample_condition(self) -> tuple[list[str] | None, dict[str, Any]]:
         """Captions to write beside the GIF and the conditioning keywords for `phenaki.sample`."""
         if not self.phenaki.is_conditional:
@@ -377,7 +358,7 @@ class PhenakiTrainer(BaseTrainer):
         if self.sample_texts is not None:
             return self.sample_texts, {"texts": self.sample_texts}
         # no sample texts given: the captions of held-out (else training) items, their embeddings if stored
-        batch = self._validation_batch() or self._last_batch
+        batch = self.validation_batch() or self._last_batch
         if batch is None:
             return None, {}
         count = min(self.num_samples, len(batch.get("text") or batch.get("text_embeds")))
@@ -424,7 +405,7 @@ class PhenakiTrainer(BaseTrainer):
         logs: dict[str, float] = {}
         try:
             with preserved_rng():
-                batch, prefix = self._validation_batch(), "valid"
+                batch, prefix = self.validation_batch(), "valid"
                 if batch is None:  # no held-out split: the latest training batch instead
                     batch, prefix = self._last_batch, "train_eval"
                 if batch is not None:

@@ -99,6 +99,26 @@ def _parser_defaults(command: str) -> dict:
     return {action.dest: action.default for action in sub.choices[command]._actions}
 
 
+def _trainer_kwargs(args) -> dict:
+    """The options both trainers take, from the shared flags."""
+    return dict(
+        batch_size=args.batch_size,
+        grad_accum_every=args.grad_accum,
+        lr=args.lr,
+        lr_warmup_steps=args.warmup,
+        use_ema=not args.no_ema,
+        results_folder=args.results,
+        save_model_every=args.save_every,
+        save_results_every=args.sample_every,
+        keep_last=args.keep_last,
+        resume=args.resume,
+        mixed_precision=args.mixed_precision,
+        log_with=args.log_with,
+        seed=args.seed,
+        num_workers=args.num_workers,
+    )
+
+
 def cmd_train_tokenizer(args) -> int:
     from .cli import CommandError, _build_dataset
     from .cvivit import CViViT
@@ -128,21 +148,8 @@ def cmd_train_tokenizer(args) -> int:
         dataset=dataset,
         num_frames=args.frames,
         train_on_images=args.images,
-        batch_size=args.batch_size,
-        grad_accum_every=args.grad_accum,
         num_train_steps=args.steps,
-        lr=args.lr,
-        lr_warmup_steps=args.warmup,
-        use_ema=not args.no_ema,
-        results_folder=args.results,
-        save_model_every=args.save_every,
-        save_results_every=args.sample_every,
-        keep_last=args.keep_last,
-        resume=args.resume,
-        mixed_precision=args.mixed_precision,
-        log_with=args.log_with,
-        seed=args.seed,
-        num_workers=args.num_workers,
+        **_trainer_kwargs(args),
     )
     trainer.train()
     print(f"tokenizer saved to {Path(args.results) / 'tokenizer'}")
@@ -215,22 +222,9 @@ def cmd_train(args) -> int:
         phenaki,
         dataset=dataset,
         num_frames=args.frames,
-        batch_size=args.batch_size,
-        grad_accum_every=args.grad_accum,
         train_num_steps=args.steps,
-        lr=args.lr,
-        lr_warmup_steps=args.warmup,
-        use_ema=not args.no_ema,
         sample_texts_file_path=args.sample_texts,
-        results_folder=args.results,
-        save_model_every=args.save_every,
-        save_results_every=args.sample_every,
-        keep_last=args.keep_last,
-        resume=args.resume,
-        mixed_precision=args.mixed_precision,
-        log_with=args.log_with,
-        seed=args.seed,
-        num_workers=args.num_workers,
+        **_trainer_kwargs(args),
     )
     trainer.train()
     print(f"Phenaki saved to {Path(args.results) / 'phenaki'}")

@@ -30,6 +30,13 @@ def _trainer_flags(parser: argparse.ArgumentParser, default_results: str):
     parser.add_argument("--keep-last", type=int, default=3, help="checkpoints to keep")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --results")
     parser.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
+    parser.add_argument(
+        "--fp32-matmul",
+        choices=("auto", "ieee", "bf16"),
+        default="auto",
+        help="how fp32 matmuls run on CPU: bf16 = oneDNN's bf16 kernels at about fp32 accuracy; auto = bf16 "
+        "where this CPU passes an accuracy check (default auto)",
+    )
     parser.add_argument("--log-with", default=None, help="accelerate tracker: tensorboard, wandb, ...")
     parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
 
@@ -113,6 +120,7 @@ def _trainer_kwargs(args) -> dict:
         keep_last=args.keep_last,
         resume=args.resume,
         mixed_precision=args.mixed_precision,
+        fp32_matmul=args.fp32_matmul,
         log_with=args.log_with,
         seed=args.seed,
         num_workers=args.num_workers,

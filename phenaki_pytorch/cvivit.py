@@ -111,6 +111,15 @@ class Quantizer(nn.Module):
             raise ValueError(f"quantizer must be one of 'vq', 'lfq', 'fsq', got {kind!r}")
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # the codebook search runs in the quantizer's own precision (fp32 unless the model was cast) whatever
+        # the surrounding autocast: bf16 similarities confuse close codes, and a bf16 argmax is about 5x
+        # slower on CPU
+        param = next(self.quantizer.parameters(), None)
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        with torch.autocast(x.device.type, enabled=False):
+            return self._quantize(x.to(dtype))
+
+    def _quantize(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if self.kind == "fsq":
             quantized, ids = self.quantizer(x)
             return quantized, ids, x.new_zeros(())

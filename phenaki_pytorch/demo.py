@@ -43,6 +43,7 @@ from .data.synthetic import COLORS, DEFAULT_BACKGROUND, SyntheticCaptionedVideos
 from .data.video_io import save_video, video_encoder_for
 from .maskgit import MaskGit
 from .phenaki import Phenaki
+from .precision import native_bf16
 from .story import sample_story
 from .text import CallableTextEncoder, HFTextEncoder, TextEncoder
 
@@ -381,19 +382,6 @@ def _resolve_text_encoder(spec: str | None, log: Callable) -> tuple[str | TextEn
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = handle.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class _Clock:
@@ -764,7 +752,7 @@ def run_demo(
     device = (
         torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
-    use_bf16 = _bf16_supported(device) if bf16 is None else bool(bf16)
+    use_bf16 = native_bf16(device) if bf16 is None else bool(bf16)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     log(

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import Dataset, IterableDataset
 
@@ -100,6 +99,7 @@ class CViViTTrainer(BaseTrainer):
         keep_last: int | None = 3,
         resume: bool | str | Path = False,
         mixed_precision: str = "no",
+        fp32_matmul: str = "auto",
         log_with: str | list | None = None,
         seed: int = 0,
         num_workers: int = 0,
@@ -124,6 +124,7 @@ class CViViTTrainer(BaseTrainer):
             save_model_every=save_model_every,
             keep_last=keep_last,
             mixed_precision=mixed_precision,
+            fp32_matmul=fp32_matmul,
             log_with=log_with,
             project_name="cvivit",
             seed=seed,
@@ -186,9 +187,9 @@ class CViViTTrainer(BaseTrainer):
         self.set_data_with_validation(dataset, collate_clips, self.valid_frac, self.random_split_seed)
 
         self.has_discr = getattr(cvivit, "discr", None) is not None and len(cvivit.discriminator_parameters()) > 0
-        optimizers = {"generator": AdamW(cvivit.generator_parameters(), lr=self.lr, weight_decay=self.wd)}
+        optimizers = {"generator": self.make_adamw(cvivit.generator_parameters(), lr=self.lr, weight_decay=self.wd)}
         if self.has_discr:
-            optimizers["discriminator"] = AdamW(
+            optimizers["discriminator"] = self.make_adamw(
                 cvivit.discriminator_parameters(), lr=self.discr_lr, weight_decay=self.wd
             )
         warmup = self.lr_warmup_steps

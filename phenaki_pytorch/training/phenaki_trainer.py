@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import Dataset, IterableDataset
 
@@ -108,6 +107,7 @@ class PhenakiTrainer(BaseTrainer):
         keep_last: int | None = 3,
         resume: bool | str | Path = False,
         mixed_precision: str = "no",
+        fp32_matmul: str = "auto",
         log_with: str | list | None = None,
         seed: int = 0,
         num_workers: int = 0,
@@ -154,6 +154,7 @@ class PhenakiTrainer(BaseTrainer):
             save_model_every=save_model_every,
             keep_last=keep_last,
             mixed_precision=mixed_precision,
+            fp32_matmul=fp32_matmul,
             log_with=log_with,
             project_name="phenaki",
             seed=seed,
@@ -276,7 +277,7 @@ class PhenakiTrainer(BaseTrainer):
         if critic_params:
             groups.append({"params": critic_params, "lr": self.critic_lr, "name": "critic"})
         self.has_critic = bool(critic_params)
-        optimizer = AdamW(groups, lr=self.lr, weight_decay=self.wd)
+        optimizer = self.make_adamw(groups, lr=self.lr, weight_decay=self.wd)
         warmup = self.lr_warmup_steps
         scheduler = LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
         ema_kwargs = None

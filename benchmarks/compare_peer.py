@@ -1,7 +1,8 @@
 """Time the same configurations on our library and on phenaki-pytorch 0.5.0.
 
     python benchmarks/compare_peer.py                    # 10 repeats, 2 threads, fp32 vs fp32
-    python benchmarks/compare_peer.py --quick --bf16     # 3 repeats, plus a bf16-autocast column for ours
+    python benchmarks/compare_peer.py --quick --bf16     # 3 repeats, fp32 and bf16 autocast on both sides
+    python benchmarks/compare_peer.py --precisions fp32,fp32-bf16mm,bf16 --rounds 3 --configs tokenizer_train
     python benchmarks/compare_peer.py --json out.json --threads 1
 
 phenaki-pytorch 0.5.0 lives in its own virtual environment (`--peer-venv`, default
@@ -11,17 +12,27 @@ configuration: ours with this interpreter (`--worker` below), theirs with the ve
 interpreter running `peer_stubs/peer_worker.py`, which never imports our package and
 replaces 0.5.0's T5 and VGG downloads with local stand-ins (`peer_stubs/__init__.py`).
 
-Configurations (identical on both sides, same seeds, fp32, same thread count):
+Precisions (`--precisions`, each run on both sides alike):
+  fp32          plain fp32
+  fp32-bf16mm   fp32 with oneDNN's bf16 kernels for fp32 matmuls (torch.backends.mkldnn.matmul.fp32_precision
+                = "bf16"; ours through `fp32_matmul_precision`, what our trainers pick by default on a CPU where
+                it keeps fp32 accuracy; theirs with the same torch switch set for the whole process)
+  bf16          bf16 autocast on both sides
+
+Configurations (identical on both sides, same seeds, same precision, same thread count):
   tokenizer train step  C-ViViT, batch 2, video 3x9x64x64, dim 128, codebook 1024, patch 8,
                         temporal patch 2, depth 2+2, 4 heads of 32, reconstruction only
                         (ours use_gan=False, perceptual_network=None; theirs use_vgg_and_gan=False),
-                        forward + backward + Adam step
+                        forward + backward + optimizer step (each library's trainer optimizer:
+                        ours fused AdamW, theirs Adam)
   MaskGit train step    Phenaki forward on raw videos (tokenizer above, frozen) with 768-dim text
                         embeddings passed in, MaskGit fwd + bwd + Adam step; small: dim 128, depth 2,
                         4 heads of 32, 9 frames; large: dim 512, depth 6, 8 heads of 64, 17 frames
   sample()              one video, 18 steps, cond_scale 3, small and large setting
 
-Each time is the median of `--repeats` calls after warm-up calls (`common.timeit`).
+Each time is the median of `--repeats` calls after warm-up calls (`common.timeit`); with
+`--rounds N` every (configuration, precision, library) process runs N times, alternating
+the libraries, and the table shows the median of the N medians.
 """
 
 from __future__ import annotations
@@ -69,7 +80,10 @@ CONFIGS = {
 }
 
 
-def make_spec(key: str, args, bf16: bool = False) -> dict:
+PRECISIONS = ("fp32", "fp32-bf16mm", "bf16")
+
+
+def make_spec(key: str, args, precision: str = "fp32") -> dict:
     _, kind, setting = CONFIGS[key]
     repeats = 3 if args.quick else args.repeats
     if kind == "sample" and args.sample_repeats:
@@ -90,7 +104,8 @@ def make_spec(key: str, args, bf16: bool = False) -> dict:
         repeats=repeats,
         warmup=(1 if kind == "sample" else (2 if args.quick else 3)),
         seed=0,
-        bf16=bf16,
+        precision=precision,
+        bf16=precision == "bf16",
     )
 
 
@@ -99,22 +114,32 @@ def make_spec(key: str, args, bf16: bool = False) -> dict:
 
 def run_ours(spec: dict) -> dict:
     """One configuration on our library; runs inside its own subprocess."""
+    import contextlib
     import resource
 
     import torch
+    from bench_cvivit import make_optimizer
     from common import autocast, timeit
     from peer_stubs import text_table
 
     torch.set_num_threads(spec["threads"])
     import phenaki_pytorch
-    from phenaki_pytorch import CViViT, MaskGit, Phenaki
+    from phenaki_pytorch import CViViT, MaskGit, Phenaki, fp32_matmul_precision
 
     rss_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     torch.manual_seed(spec["seed"])
     gen = torch.Generator().manual_seed(spec["seed"])
     frames, size = spec["frames"], spec["tokenizer"]["image_size"]
     videos = torch.rand(spec["batch"], 3, frames, size, size, generator=gen)
-    cast = lambda: autocast("cpu", spec["bf16"])
+    precision = spec.get("precision", "bf16" if spec.get("bf16") else "fp32")
+
+    @contextlib.contextmanager
+    def cast():
+        with (
+            fp32_matmul_precision("bf16" if precision == "fp32-bf16mm" else "ieee"),
+            autocast("cpu", precision == "bf16"),
+        ):
+            yield
 
     quantizer = {} if spec["quantizer"] == "default" else {"quantizer": spec["quantizer"]}
     cvivit = CViViT(**spec["tokenizer"], use_gan=False, perceptual_network=None, **quantizer)
@@ -139,25 +164,25 @@ def run_ours(spec: dict) -> dict:
 
     if kind == "tokenizer_train":
         model = cvivit.train()
-        opt = torch.optim.Adam(model.generator_parameters(), lr=1e-4)
+        opt = make_optimizer(model.generator_parameters())  # the trainers' fused AdamW
 
         def fn():
             with cast():
                 loss = model(videos)
-            loss.backward()
+                loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             return loss
 
     elif kind == "phenaki_train":
         model = build_phenaki().train()
-        opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-4)
+        opt = make_optimizer(model.trainable_parameters())
         info["maskgit_params_m"] = sum(p.numel() for p in model.maskgit.parameters()) / 1e6
 
         def fn():
             with cast():
                 loss = model(videos, text_embeds=text_embeds, text_mask=text_mask)
-            loss.backward()
+                loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             return loss
@@ -321,33 +346,71 @@ def fmt_ratio(a: dict | None, b: dict | None) -> str:
     return f"{a['median_s'] / b['median_s']:.2f}"
 
 
-def render(report: dict, with_bf16: bool) -> str:
-    cols = ["configuration", "ours (ms)", f"{PEER_VERSION} (ms)", "ours / theirs", "ours peak MB", "theirs peak MB"]
-    if with_bf16:
-        cols += ["ours bf16 (ms)", "ours bf16 / theirs", "ours bf16 peak MB"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|"]
+def median_of_rounds(results: list[dict]) -> dict | None:
+    """One result from several rounds: the median of their medians (errors win: any error is shown)."""
+    if not results:
+        return None
+    for result in results:
+        if "error" in result:
+            return result
+    ordered = sorted(results, key=lambda r: r["median_s"])
+    merged = dict(ordered[len(ordered) // 2])
+    merged["round_medians_s"] = [r["median_s"] for r in results]
+    merged["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
+    return merged
+
+
+def render(report: dict) -> str:
+    cols = [
+        "configuration",
+        "precision",
+        "ours (ms)",
+        f"{PEER_VERSION} (ms)",
+        "ours / theirs",
+        "ours peak MB",
+        "theirs peak MB",
+    ]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(["---", "---"] + ["---:"] * (len(cols) - 2)) + "|"]
     errors = []
-    for key, row in report["results"].items():
-        ours, peer, bf16 = row.get("ours"), row.get("peer"), row.get("ours_bf16")
-        cells = [CONFIGS[key][0], fmt_ms(ours), fmt_ms(peer), fmt_ratio(ours, peer), fmt_mb(ours), fmt_mb(peer)]
-        if with_bf16:
-            cells += [fmt_ms(bf16), fmt_ratio(bf16, peer), fmt_mb(bf16)]
-        lines.append("| " + " | ".join(cells) + " |")
-        for side, result in row.items():
-            if result and "error" in result:
-                errors.append(f"- {key} / {side}: {result['error']}")
+    for key, by_precision in report["results"].items():
+        for precision, row in by_precision.items():
+            ours, peer = median_of_rounds(row.get("ours", [])), median_of_rounds(row.get("peer", []))
+            cells = [
+                CONFIGS[key][0],
+                precision,
+                fmt_ms(ours),
+                fmt_ms(peer),
+                fmt_ratio(ours, peer),
+                fmt_mb(ours),
+                fmt_mb(peer),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+            for side, result in (("ours", ours), ("peer", peer)):
+                if result and "error" in result:
+                    errors.append(f"- {key} / {precision} / {side}: {result['error']}")
     m, s = report["machine"], report["settings"]
     rss = {
-        side: max((r[side].get("rss_after_import_mb", 0) for r in report["results"].values() if r.get(side)), default=0)
+        side: max(
+            (
+                r.get("rss_after_import_mb", 0)
+                for row in report["results"].values()
+                for p in row.values()
+                for r in p.get(side, [])
+            ),
+            default=0,
+        )
         for side in ("ours", "peer")
     }
+    rounds = f", median of {s['rounds']} rounds" if s["rounds"] > 1 else ""
     lines += [
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), torch {m['torch']} "
         f"(peer: {m.get('peer_torch', '?')}), Python {m['python']}, threads per process: {m['threads']} "
         f"(OMP_NUM_THREADS={m['threads']}), load average {m['load_average_start'][0]:.2f} at start, "
         f"{m['load_average_end'][0]:.2f} at end.",
-        f"Median of {s['repeats']} repeats ({s['sample_repeats']} for sample()) after warm-up; fp32 unless marked bf16; quantizer: {s['quantizer_note']}; "
+        f"Median of {s['repeats']} repeats ({s['sample_repeats']} for sample()) after warm-up{rounds}; precision as "
+        f"listed, the same on both sides (fp32-bf16mm: fp32 with oneDNN's bf16 matmul kernels); quantizer: "
+        f"{s['quantizer_note']}; optimizer: ours fused AdamW (our trainers'), theirs Adam; "
         f"each configuration in its own process (peak MB = ru_maxrss; of that, imports alone: ours "
         f"{rss['ours']:.0f} MB, {PEER_VERSION} {rss['peer']:.0f} MB). ours / theirs < 1 means ours is faster.",
     ]
@@ -365,7 +428,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--sample-repeats", type=int, help="repeats for sample() (default: as --repeats)")
     parser.add_argument("--quick", action="store_true", help="3 repeats, shorter warm-up")
-    parser.add_argument("--bf16", action="store_true", help="add a column for ours under bf16 autocast")
+    parser.add_argument(
+        "--precisions",
+        default="fp32",
+        help=f"comma-separated subset of {','.join(PRECISIONS)}, each run on both sides (default fp32)",
+    )
+    parser.add_argument("--bf16", action="store_true", help="add bf16 autocast to --precisions")
+    parser.add_argument("--rounds", type=int, default=1, help="run everything N times, alternating; report medians")
     parser.add_argument(
         "--quantizer",
         choices=["default", "vq", "lfq"],
@@ -379,6 +448,14 @@ def main():
     parser.add_argument("--setup-only", action="store_true", help="build the peer venv and stop")
     args = parser.parse_args()
 
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    if args.bf16 and "bf16" not in precisions:
+        precisions.append("bf16")
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad:
+        parser.error(f"unknown precision(s) {bad}; choose from {list(PRECISIONS)}")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     keys = [k.strip() for k in args.configs.split(",") if k.strip()]
     unknown = [k for k in keys if k not in CONFIGS]
     if unknown:
@@ -407,29 +484,41 @@ def main():
             quantizer_note=notes[args.quantizer],
             peer_version=PEER_VERSION,
             configs=keys,
+            precisions=precisions,
+            rounds=args.rounds,
         ),
         "results": {},
     }
-    for key in keys:
-        row = report["results"].setdefault(key, {})
-        runs = []
-        if args.only in ("both", "ours"):
-            runs.append(("ours", [sys.executable, str(Path(__file__).resolve()), "--worker"], False))
-        if args.only in ("both", "peer"):
-            runs.append(("peer", [str(python), str(PEER_WORKER)], False))
-        if args.bf16 and args.only in ("both", "ours"):
-            runs.append(("ours_bf16", [sys.executable, str(Path(__file__).resolve()), "--worker"], True))
-        for side, cmd, bf16 in runs:
-            start = time.perf_counter()
-            result = run_worker(cmd + [json.dumps(make_spec(key, args, bf16))], args.threads, args.timeout)
-            row[side] = result
-            status = result.get("error") or f"{result['median_s'] * 1000:.1f} ms, peak {result['peak_rss_mb']:.0f} MB"
-            print(f"[{key} / {side}] {status} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
-            if side == "peer" and "torch" in result:
-                machine["peer_torch"] = result["torch"]
+    sides = []
+    if args.only in ("both", "ours"):
+        sides.append(("ours", [sys.executable, str(Path(__file__).resolve()), "--worker"]))
+    if args.only in ("both", "peer"):
+        sides.append(("peer", [str(python), str(PEER_WORKER)]))
+    for round_index in range(args.rounds):
+        for key in keys:
+            for precision in precisions:
+                row = report["results"].setdefault(key, {}).setdefault(precision, {})
+                # alternate which library goes first, so slow drift of the machine's load hits both alike
+                for side, cmd in sides if round_index % 2 == 0 else sides[::-1]:
+                    start = time.perf_counter()
+                    spec = make_spec(key, args, precision)
+                    result = run_worker(cmd + [json.dumps(spec)], args.threads, args.timeout)
+                    row.setdefault(side, []).append(result)
+                    status = (
+                        result.get("error")
+                        or f"{result['median_s'] * 1000:.1f} ms, peak {result['peak_rss_mb']:.0f} MB"
+                    )
+                    print(
+                        f"[round {round_index + 1} / {key} / {precision} / {side}] {status} "
+                        f"({time.perf_counter() - start:.0f} s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    if side == "peer" and "torch" in result:
+                        machine["peer_torch"] = result["torch"]
     machine["load_average_end"] = list(os.getloadavg())
 
-    print(render(report, args.bf16), flush=True)
+    print(render(report), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 

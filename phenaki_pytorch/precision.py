@@ -20,9 +20,12 @@ import functools
 
 import torch
 
+from .typecheck import typechecked
+
 FP32_MATMUL_CHOICES = ("auto", "ieee", "bf16")
 
 
+@typechecked
 def native_bf16(device: torch.device | str = "cpu") -> bool:
     """Whether `device` computes bf16 natively (CUDA with bf16 support; a CPU with avx512_bf16 or AMX)."""
     device = torch.device(device)
@@ -44,6 +47,7 @@ def _mkldnn_matmul_backend():
 
 
 @contextlib.contextmanager
+@typechecked
 def fp32_matmul_precision(precision: str = "bf16"):
     """Run fp32 CPU matmuls (`nn.Linear`, `matmul`, `bmm`, attention) with oneDNN's `precision` inside the block.
 

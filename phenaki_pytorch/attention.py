@@ -40,7 +40,7 @@ class FeedForward(nn.Module):
             nn.LayerNorm(dim, bias=False),
             nn.Linear(dim, inner * 2, bias=False),
             GEGLU(),
-            nn.Dropout(dropout),
+            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
             nn.Linear(inner, dim, bias=False),
         )
 
@@ -147,7 +147,7 @@ class Attention(nn.Module):
 
         attn_mask = None
         if exists(attn_bias):
-            attn_mask = attn_bias.to(q.dtype)
+            attn_mask = attn_bias
             if self.num_null_kv > 0:
                 attn_mask = F.pad(attn_mask, (self.num_null_kv, 0), value=0.0)
         if exists(mask):
@@ -161,15 +161,34 @@ class Attention(nn.Module):
             attn_mask = attn_mask & allowed if attn_mask.dtype == torch.bool else attn_mask.masked_fill(~allowed, float("-inf"))
             is_causal = False
 
-        out = F.scaled_dot_product_attention(
-            q,
-            k.to(q.dtype),
-            v.to(q.dtype),
-            attn_mask=attn_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal,
-        )
+        out = sdpa(q, k, v, attn_mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+
+
+def sdpa(
+    q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout_p: float = 0.0, is_causal: bool = False
+) -> Tensor:
+    """`F.scaled_dot_product_attention`, run in fp32 on CPU even under bf16 autocast.
+
+    The projections around it stay in bf16. On CPU, SDPA in bf16 is slower than in fp32 at
+    the tokenizer's sequence lengths (5 and 64): its softmax and the casts around it cost
+    more than the bf16 matmuls save. A constant mask is made 4-D so that the fused flash
+    kernel can take it; a learned bias (it needs a gradient) goes to the math kernel.
+    """
+    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        if exists(attn_mask) and attn_mask.is_floating_point():
+            attn_mask = attn_mask.float()
+        if exists(attn_mask) and not attn_mask.requires_grad:
+            attn_mask = attn_mask.reshape((1,) * (4 - attn_mask.ndim) + tuple(attn_mask.shape))
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(
+                q.float(), k.float(), v.float(), attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal
+            )
+    if exists(attn_mask) and attn_mask.is_floating_point():
+        attn_mask = attn_mask.to(q.dtype)
+    return F.scaled_dot_product_attention(
+        q, k.to(q.dtype), v.to(q.dtype), attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal
+    )
 
 
 class TransformerLayer(nn.Module):

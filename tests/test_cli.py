@@ -131,3 +131,19 @@ def test_unknown_config_option_is_a_clear_error(tmp_path, capsys):
     config.write_text('{"dimension": 3}')
     assert main(["train-tokenizer", "--config", str(config), "--image-size", "16"]) == 2
     assert "unknown option 'dimension'" in capsys.readouterr().err
+
+
+def test_precision_flags_reach_the_trainers(capsys):
+    from phenaki_pytorch.cli import build_parser
+    from phenaki_pytorch.cli_train import _trainer_kwargs
+
+    parser = build_parser()
+    for command in (["train-tokenizer"], ["train", "--tokenizer", "tok/"]):
+        args = parser.parse_args([*command, "--fp32-matmul", "ieee", "--mixed-precision", "bf16"])
+        kwargs = _trainer_kwargs(args)
+        assert kwargs["fp32_matmul"] == "ieee" and kwargs["mixed_precision"] == "bf16"
+        assert _trainer_kwargs(parser.parse_args(command))["fp32_matmul"] == "auto"
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["train-tokenizer", "--fp32-matmul", "fast"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'fast'" in capsys.readouterr().err

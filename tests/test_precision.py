@@ -114,3 +114,35 @@ def test_trainer_uses_fused_adamw_and_leaves_the_switch_alone(tmp_path):
     if before is not None:
         assert seen and set(seen) == {"bf16"}  # forward passes ran with the trainer's setting
         assert backend.fp32_precision == before  # and the caller's setting is back afterwards
+
+
+def test_attention_runs_in_fp32_under_cpu_autocast():
+    import torch.nn.functional as F
+
+    from phenaki_pytorch.attention import AlibiPositionBias, Attention, sdpa
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 5, 8).bfloat16() for _ in range(3))
+    bias = AlibiPositionBias(2, causal=True)(5)  # (h, n, n) with -inf above the diagonal
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sdpa(q, k, v, bias)
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=bias)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, expected, atol=1e-6)
+
+    # a learned bias keeps its gradient, a padding mask still masks, under autocast as without it
+    attn = Attention(16, dim_head=8, heads=2)
+    x = torch.randn(2, 6, 16)
+    learned = torch.randn(2, 6, 6, requires_grad=True)
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attn(x, attn_bias=learned, mask=mask)
+    y.float().sum().backward()
+    assert learned.grad is not None and learned.grad.abs().sum() > 0
+    reference = attn(x, attn_bias=learned, mask=mask)
+    assert torch.allclose(y.float(), reference, atol=5e-2)
+    x_changed = x.clone()
+    x_changed[1, 4:] = 100.0  # padded keys of the second sample
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_changed = attn(x_changed, attn_bias=learned, mask=mask)
+    assert torch.equal(y_changed[1, :4], y[1, :4])

@@ -14,7 +14,7 @@ from phenaki_pytorch.data import SyntheticCaptionedVideos
 from phenaki_pytorch.training import CViViTTrainer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers import tiny_cvivit  # noqa: E402
+from helpers import tiny_cvivit, train_and_save_rank  # noqa: E402
 
 
 def main(out: Path):
@@ -35,34 +35,7 @@ def main(out: Path):
         results_folder=out / "results",
         cpu=True,
     )
-    if trainer.accelerator.num_processes != 2:
-        raise RuntimeError(f"expected 2 processes, got {trainer.accelerator.num_processes}")
-
-    fingerprints = []
-    next_batches = trainer.next_batches
-
-    def recording_next_batches():
-        batches = next_batches()
-        fingerprints.append([float(batch["video"].sum()) for batch in batches])
-        return batches
-
-    trainer.next_batches = recording_next_batches
-    trainer.train()
-
-    rank = trainer.accelerator.process_index
-    torch.save(
-        {
-            "model": trainer.unwrapped_model.state_dict(),
-            "ema": trainer.ema.ema_model.state_dict(),
-            "fingerprints": fingerprints,
-            "step": trainer.step,
-        },
-        out / f"rank{rank}.pt",
-    )
-    trainer.accelerator.wait_for_everyone()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
+    train_and_save_rank(trainer, out)
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))

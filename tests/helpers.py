@@ -64,3 +64,35 @@ def tiny_phenaki(critic=None, **overrides) -> Phenaki:
     kwargs = dict(cvivit=tiny_cvivit(), maskgit=tiny_maskgit(), critic=critic, text_encoder=hashed_text_encoder())
     kwargs.update(overrides)
     return Phenaki(**kwargs)
+
+
+def train_and_save_rank(trainer, out):
+    """For the two-process trainer tests: train, then write out/rank<r>.pt with the final weights, the EMA and a
+    fingerprint (per-micro-batch video sums) of every batch this process trained on."""
+    if trainer.accelerator.num_processes != 2:
+        raise RuntimeError(f"expected 2 processes, got {trainer.accelerator.num_processes}")
+
+    fingerprints = []
+    next_batches = trainer.next_batches
+
+    def recording_next_batches():
+        batches = next_batches()
+        fingerprints.append([float(batch["video"].sum()) for batch in batches])
+        return batches
+
+    trainer.next_batches = recording_next_batches
+    trainer.train()
+
+    rank = trainer.accelerator.process_index
+    torch.save(
+        {
+            "model": trainer.unwrapped_model.state_dict(),
+            "ema": trainer.ema.ema_model.state_dict(),
+            "fingerprints": fingerprints,
+            "step": trainer.step,
+        },
+        out / f"rank{rank}.pt",
+    )
+    trainer.accelerator.wait_for_everyone()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
 
 import torch
@@ -49,6 +50,19 @@ def check_positive_int(name: str, value: object, *, allow_none: bool = False) ->
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}")
+
+
+def check_index(index: object, length: int) -> int:
+    """A dataset index (ints, numpy / 0-d torch integers; negatives count from the end) as 0 <= i < length."""
+    if isinstance(index, bool):
+        raise TypeError("index must be an int, got bool")
+    try:
+        index = operator.index(index)
+    except TypeError:
+        raise TypeError(f"index must be an int, got {type(index).__name__}") from None
+    if not -length <= index < length:
+        raise IndexError(f"index {index} out of range for a dataset of {length} items")
+    return index % length
 
 
 def normalize_size(name: str, size: int | tuple[int, int] | list[int] | None) -> tuple[int, int] | None:

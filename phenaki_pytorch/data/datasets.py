@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import json
-import operator
 import os
 import warnings
 from collections import defaultdict
@@ -30,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, get_worker_info
 
-from ._utils import check_positive_int, derive_seed, natural_sort_key, normalize_size, typechecked
+from ._utils import check_index, check_positive_int, derive_seed, natural_sort_key, normalize_size, typechecked
 from .video_io import IMAGE_EXTS, VIDEO_EXTS, CropMode, PathLike, _open_source, read_video_clip
 
 __all__ = [
@@ -191,15 +190,7 @@ class _MediaDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         n = len(self.entries)
-        if isinstance(index, bool):
-            raise TypeError("index must be an int, got bool")
-        try:
-            index = operator.index(index)  # ints, numpy / 0-d torch integers
-        except TypeError:
-            raise TypeError(f"index must be an int, got {type(index).__name__}") from None
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for a dataset of {n} items")
-        index %= n
+        index = check_index(index, n)
         failures: list[str] = []
         for offset in range(n):
             j = (index + offset) % n

@@ -9,7 +9,6 @@ demo can prompt with a pairing never seen in training.
 from __future__ import annotations
 
 import math
-import operator
 import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -18,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ._utils import check_positive_int, derive_seed, typechecked
+from ._utils import check_index, check_positive_int, derive_seed, typechecked
 
 __all__ = ["COLORS", "DIRECTIONS", "SHAPES", "SyntheticCaptionedVideos"]
 
@@ -263,15 +262,7 @@ class SyntheticCaptionedVideos(Dataset):
     # -- Dataset -----------------------------------------------------------------------------------------------------
 
     def _check_index(self, index: int) -> int:
-        if isinstance(index, bool):
-            raise TypeError("index must be an int, got bool")
-        try:
-            index = operator.index(index)  # ints, numpy / 0-d torch integers
-        except TypeError:
-            raise TypeError(f"index must be an int, got {type(index).__name__}") from None
-        if not -self.num_samples <= index < self.num_samples:
-            raise IndexError(f"index {index} out of range for {self.num_samples} samples")
-        return index % self.num_samples
+        return check_index(index, self.num_samples)
 
     def __len__(self) -> int:
         return self.num_samples

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from ..data._utils import check_positive_int
 from ..precision import FP32_MATMUL_CHOICES, fp32_matmul_precision, resolve_fp32_matmul
 from .checkpoint import (
     CheckpointManager,
@@ -164,14 +165,10 @@ class BaseTrainer:
         cpu: bool = False,
         accelerate_kwargs: dict | None = None,
     ):
-        for name, value in (
-            ("num_train_steps", num_train_steps),
-            ("batch_size", batch_size),
-            ("grad_accum_every", grad_accum_every),
-            ("save_model_every", save_model_every),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_int("num_train_steps", num_train_steps)
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("grad_accum_every", grad_accum_every)
+        check_positive_int("save_model_every", save_model_every)
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         if max_grad_norm is not None and not max_grad_norm > 0:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import Dataset, IterableDataset
 
+from ..data._utils import check_positive_int
 from .base import BaseTrainer, preserved_rng
 
 __all__ = ["CViViTTrainer"]
@@ -110,9 +111,8 @@ class CViViTTrainer(BaseTrainer):
             raise ValueError("pass exactly one of folder= (a directory of videos or images) or dataset=")
         if not 0.0 <= valid_frac < 1.0:
             raise ValueError(f"valid_frac must lie in [0, 1), got {valid_frac}")
-        for name, value in (("save_results_every", save_results_every), ("ema_update_every", ema_update_every)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_int("save_results_every", save_results_every)
+        check_positive_int("ema_update_every", ema_update_every)
         if apply_grad_penalty_every < 0 or lr_warmup_steps < 0:
             raise ValueError("apply_grad_penalty_every and lr_warmup_steps must be >= 0")
         super().__init__(

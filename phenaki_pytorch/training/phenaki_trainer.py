@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import Dataset, IterableDataset
 
+from ..data._utils import check_positive_int
 from .base import BaseTrainer, preserved_rng
 from .cvivit_trainer import collate_clips
 
@@ -133,13 +134,9 @@ class PhenakiTrainer(BaseTrainer):
                 raise ValueError(f"sample_texts must be a non-empty list of captions, got {sample_texts!r}")
         if not 0.0 <= valid_frac < 1.0:
             raise ValueError(f"valid_frac must lie in [0, 1), got {valid_frac}")
-        for name, value in (
-            ("save_results_every", save_results_every),
-            ("ema_update_every", ema_update_every),
-            ("num_samples", num_samples),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_int("save_results_every", save_results_every)
+        check_positive_int("ema_update_every", ema_update_every)
+        check_positive_int("num_samples", num_samples)
         if lr_warmup_steps < 0:
             raise ValueError(f"lr_warmup_steps must be >= 0, got {lr_warmup_steps}")
         for method in ("trainable_parameters", "sample"):

@@ -22,7 +22,7 @@ import argparse
 import contextlib
 
 import torch
-from common import autocast, header, peak_rss_mb, timeit
+from common import TOKENIZER, autocast, header, peak_rss_mb, timeit
 
 from phenaki_pytorch import CViViT, fp32_matmul_precision
 
@@ -31,19 +31,7 @@ MODES = ("fp32", "fp32-bf16mm", "bf16")
 
 def build_cvivit(use_gan: bool = False) -> CViViT:
     """The issue's benchmark tokenizer: dim 128, codebook 1024, 64x64 frames, patch 8, depth 2+2, 4 heads of 32."""
-    return CViViT(
-        dim=128,
-        codebook_size=1024,
-        image_size=64,
-        patch_size=8,
-        temporal_patch_size=2,
-        spatial_depth=2,
-        temporal_depth=2,
-        dim_head=32,
-        heads=4,
-        use_gan=use_gan,
-        perceptual_network=None,
-    )
+    return CViViT(**TOKENIZER, use_gan=use_gan, perceptual_network=None)
 
 
 def make_optimizer(params, plain: bool = False) -> torch.optim.Optimizer:

@@ -9,6 +9,19 @@ import time
 
 import torch
 
+# the issue's benchmark tokenizer, shared by bench_cvivit.py, bench_phenaki.py and compare_peer.py (both sides)
+TOKENIZER = dict(
+    dim=128,
+    codebook_size=1024,
+    image_size=64,
+    patch_size=8,
+    temporal_patch_size=2,
+    spatial_depth=2,
+    temporal_depth=2,
+    heads=4,
+    dim_head=32,
+)
+
 
 def timeit(fn, *, warmup: int = 3, repeats: int = 20) -> dict:
     """Median and spread of `fn()` wall time in seconds after `warmup` calls."""

@@ -89,12 +89,22 @@ def run(cfg: dict) -> dict:
     kind = cfg["kind"]
     info = {}
 
+    # the same precision as our side: the torch switch for the whole process, or bf16 autocast in every call
+    precision = cfg.get("precision", "fp32")
+    if precision == "fp32-bf16mm":
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+    info["precision"] = precision
+
+    def cast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
     if kind == "tokenizer_train":
         model = build_cvivit(cfg).train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
         def fn():
-            loss = model(videos)
+            with cast():
+                loss = model(videos)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -107,7 +117,8 @@ def run(cfg: dict) -> dict:
         info["maskgit_params_m"] = sum(p.numel() for p in model.maskgit.parameters()) / 1e6
 
         def fn():
-            loss = model(videos, text_embeds=text_embeds)  # 0.5.0 derives text_mask from all-zero rows
+            with cast():
+                loss = model(videos, text_embeds=text_embeds)  # 0.5.0 derives text_mask from all-zero rows
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -118,7 +129,10 @@ def run(cfg: dict) -> dict:
 
         def fn():
             # texts go through the stubbed t5_encode_text: the fixed (text_len, 768) table
-            return model.sample(texts=["a squirrel examines an acorn"], num_frames=frames, cond_scale=cfg["cond_scale"])
+            with cast():
+                return model.sample(
+                    texts=["a squirrel examines an acorn"], num_frames=frames, cond_scale=cfg["cond_scale"]
+                )
 
     else:
         raise ValueError(f"unknown kind {kind}")

@@ -146,3 +146,14 @@ def test_attention_runs_in_fp32_under_cpu_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y_changed = attn(x_changed, attn_bias=learned, mask=mask)
     assert torch.equal(y_changed[1, :4], y[1, :4])
+
+
+def test_native_bf16_answers_per_device():
+    from phenaki_pytorch import native_bf16
+
+    assert native_bf16("meta") is False
+    if not torch.cuda.is_available():
+        assert native_bf16("cuda") is False
+    assert isinstance(native_bf16(torch.device("cpu")), bool)
+    with pytest.raises(TypeError):
+        native_bf16(3)

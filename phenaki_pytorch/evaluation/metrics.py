@@ -311,7 +311,7 @@ class TokenizerReport:
         rows = [
             ("clips", str(self.num_clips)),
             ("frames per clip", str(self.num_frames)),
-            ("PSNR (dB)", f"{number(self.psnr, '.2f')}  (mean of per-clip PSNR, capped at {self.max_psnr:g})"),
+            ("PSNR (dB)", f"{number(self.psnr, '.2f')}  (mean of per-clip PSNR, capped at {self.max_psnr:g} dB)"),
             ("SSIM", number(self.ssim, ".4f")),
             ("MSE", number(self.mse, ".6f")),
             ("flicker (MSE of frame changes)", number(self.flicker, ".6f")),

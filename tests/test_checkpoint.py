@@ -214,3 +214,93 @@ def test_missing_file_and_wrong_names(tmp_path):
         restore_checkpoint(checkpoint, optimizers={"sgd": optimizer})
     with pytest.raises(ValueError, match="step"):
         save_checkpoint(tmp_path / "bad.pt", model=model, step=-1)
+
+
+# ---------------------------------------------------------------------------------------------- integrity
+
+
+def flip_byte(path, offset: int, mask: int = 0x01):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= mask
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_byte_anywhere_in_a_checkpoint_is_detected(tmp_path):
+    """Before the checksum, 19 of 20 random flips loaded silently (torch's zip reader checks no CRC)."""
+    model, ema, optimizer, scheduler = make_state(0)
+    path = save(tmp_path / "c.pt", model, ema, optimizer, scheduler)
+    original = path.read_bytes()
+    rng = random.Random(0)
+    offsets = [0, 100, len(original) - 80, len(original) - 66, len(original) - 1]
+    offsets += [rng.randrange(len(original)) for _ in range(40)]
+    for offset in offsets:
+        path.write_bytes(original)
+        flip_byte(path, offset, 1 << rng.randrange(8))
+        with pytest.raises(ValueError, match="c.pt") as info:
+            load_checkpoint(path)
+        assert any(word in str(info.value) for word in ("corrupt", "damaged")), str(info.value)
+        with pytest.raises(ValueError, match="c.pt"):  # the model's own loader checks it too
+            tiny_cvivit(use_gan=False).load(path)
+    path.write_bytes(original)
+    assert load_checkpoint(path)["step"] == 7
+
+
+def test_version_1_checkpoints_without_a_checksum_still_load(tmp_path):
+    model, ema, optimizer, scheduler = make_state(0)
+    path = tmp_path / "old.pt"
+    payload = dict(load_checkpoint(save(tmp_path / "new.pt", model, ema, optimizer, scheduler)), version=1)
+    torch.save(payload, path)  # what save_checkpoint wrote before: no trailer
+    assert load_checkpoint(path)["step"] == 7
+    # a version 2 file whose trailer was cut off is damaged, not old
+    payload["version"] = 2
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="damaged"):
+        load_checkpoint(path)
+
+
+def test_non_finite_state_is_never_checkpointed(tmp_path):
+    model, ema, optimizer, scheduler = make_state(0)
+    manager = CheckpointManager(tmp_path, keep_last=1)
+    good = manager.save(1, model=model, optimizers={"adam": optimizer})
+    with torch.no_grad():
+        next(model.parameters())[0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        manager.save(2, model=model, optimizers={"adam": optimizer})
+    assert [p.name for p in tmp_path.iterdir()] == [good.name]  # the good one is kept, not pruned
+    with torch.no_grad():
+        next(model.parameters())[0] = 0.0
+        next(iter(optimizer.state.values()))["exp_avg"].fill_(float("nan"))
+    with pytest.raises(ValueError, match="optimizers"):
+        manager.save(3, model=model, optimizers={"adam": optimizer})
+    path = save_checkpoint(
+        tmp_path / "forced.pt", model=model, optimizers={"adam": optimizer}, step=3, allow_nonfinite=True
+    )
+    assert load_checkpoint(path)["step"] == 3
+
+
+def test_falls_back_to_the_newest_readable_checkpoint_and_never_prunes_it(tmp_path):
+    model = tiny_cvivit(use_gan=False)
+    manager = CheckpointManager(tmp_path, keep_last=1)
+    manager.save(10, model=model)
+    manager.keep_last = None
+    manager.save(20, model=model)
+    manager.save(30, model=model)
+    manager.keep_last = 1
+    flip_byte(manager.path_for(30), 5000)
+    manager.path_for(20).write_bytes(manager.path_for(20).read_bytes()[:1000])  # truncated
+    checkpoint, path, skipped = manager.load_latest_readable()
+    assert path == manager.path_for(10) and checkpoint["step"] == 10
+    assert [p for p, _ in skipped] == [manager.path_for(30), manager.path_for(20)]
+    assert "corrupt" in skipped[0][1]
+
+    # training goes on from 10; the next save must not delete 10 in favour of the corrupt newer files
+    with pytest.warns(UserWarning, match="aside"):
+        manager.save(15, model=model)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["checkpoint-00000015.pt", "checkpoint-00000020.pt.corrupt", "checkpoint-00000030.pt.corrupt"]
+    assert manager.load_latest_readable()[1] == manager.path_for(15)
+
+    # nothing readable at all: an error naming every file, never a silent fresh start
+    flip_byte(manager.path_for(15), 200)
+    with pytest.raises(ValueError, match="none of the 1 checkpoints.*checkpoint-00000015.pt"):
+        manager.load_latest_readable()

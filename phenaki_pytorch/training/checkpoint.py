@@ -15,8 +15,22 @@ scheduler state dicts already are tensors and plain values; random generator sta
 (torch) and lists / int tensors (python, numpy). `CViViT.load(path)` reads the "model" entry of such a file,
 and `save_pretrained` (safetensors + config.json) remains the format for finished models.
 
-Atomic writes. The payload goes to a temporary file in the destination folder, is flushed and fsynced, and
-then renamed over the destination with `os.replace`; a crash at any point leaves the previous checkpoint intact.
+Atomic writes. The payload goes to a uniquely named temporary file in the destination folder, is flushed and
+fsynced, and then renamed over the destination with `os.replace`; a crash at any point leaves the previous
+checkpoint intact.
+
+Integrity (version 2). After `torch.save`, the SHA-256 of the file is stored in the zip archive comment at its
+end (`phenaki_pytorch.serialization.add_checksum_trailer`; `torch.load` ignores it). `load_checkpoint` checks
+it before unpickling anything, so a flipped or truncated byte anywhere in the file is a `ValueError` naming the
+file, never a silently different model. Version 1 files (no checksum) still load.
+
+Finite state. `save_checkpoint` refuses (ValueError, nothing written, older checkpoints kept) a model, EMA or
+optimizer state holding NaN or inf, unless `allow_nonfinite=True`: a poisoned run must not replace good
+checkpoints.
+
+Falling back. `CheckpointManager.load_latest_readable()` returns the newest checkpoint that reads and verifies,
+with the ones it skipped and why; `prune()` counts only verified checkpoints towards `keep_last` and moves a
+corrupt one aside (`<name>.corrupt`) instead of keeping it in place of a readable one.
 """
 
 from __future__ import annotations
@@ -24,7 +38,7 @@ from __future__ import annotations
 import os
 import random
 import re
-import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +46,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..serialization import unwrap_model
+from ..serialization import (
+    CHECKPOINT_FORMAT,
+    add_checksum_trailer,
+    directory_lock,
+    fsync_directory,
+    nonfinite_tensors,
+    temporary_path,
+    unwrap_model,
+    verify_checksum_trailer,
+)
 
 __all__ = [
     "CheckpointManager",
@@ -43,9 +66,11 @@ __all__ = [
     "set_rng_state",
 ]
 
-FORMAT = "phenaki_pytorch.checkpoint"
-VERSION = 1
+FORMAT = CHECKPOINT_FORMAT
+VERSION = 2  # 2: a SHA-256 trailer; version 1 files (no trailer) are still read
+READABLE_VERSIONS = (1, 2)
 _TMP_PREFIX = ".tmp-"
+CORRUPT_SUFFIX = ".corrupt"
 
 
 # ---------------------------------------------------------------------------------------------- random states
@@ -118,12 +143,14 @@ def save_checkpoint(
     step: int,
     config: dict | None = None,
     extra: dict | None = None,
+    allow_nonfinite: bool = False,
 ) -> Path:
-    """Write a checkpoint file atomically and return its path.
+    """Write a checkpoint file atomically, with a SHA-256 trailer, and return its path.
 
     `model` is a module (DDP / FSDP-`module` / torch.compile wrappers are stripped, so keys carry no `module.` or
     `_orig_mod.` prefix) or an already gathered state dict. `config` defaults to the model's `.config`.
-    `extra` holds anything else the caller wants back, in plain types or tensors.
+    `extra` holds anything else the caller wants back, in plain types or tensors. A model, EMA or optimizer
+    state holding NaN or inf is refused with a ValueError (nothing is written) unless `allow_nonfinite`.
     """
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"step must be a non-negative int, got {step!r}")
@@ -141,48 +168,44 @@ def save_checkpoint(
         "config": config,
         "extra": dict(extra or {}),
     }
+    if not allow_nonfinite:
+        bad = nonfinite_tensors({key: payload[key] for key in ("model", "ema", "optimizers")})
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise ValueError(
+                f"refusing to write checkpoint {str(path)!r} (step {step}): {len(bad)} tensor(s) hold NaN or inf "
+                f"({shown}); the existing checkpoints are kept. Pass allow_nonfinite=True to write it anyway"
+            )
     return _atomic_torch_save(payload, Path(path))
 
 
 def _atomic_torch_save(payload: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX + path.name + ".", dir=path.parent)
+    tmp = temporary_path(path)
     try:
-        with os.fdopen(fd, "wb") as file:
+        with open(tmp, "wb") as file:
             torch.save(payload, file)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(tmp_name, path)
+        add_checksum_trailer(tmp)
+        os.replace(tmp, path)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
     return path
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint`. Never executes code stored in the file.
 
     Raises FileNotFoundError when there is no file, and ValueError naming the file when it is truncated,
-    corrupt, or not a phenaki_pytorch checkpoint.
+    corrupt (its SHA-256 differs from the one it records), or not a phenaki_pytorch checkpoint.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")
+    verified = verify_checksum_trailer(path)  # before unpickling anything: ValueError naming the file
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
@@ -197,9 +220,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{str(path)!r} is not a phenaki_pytorch checkpoint (it holds a {kind} without the "
             f"format marker {FORMAT!r})"
         )
-    if payload.get("version") != VERSION:
+    version = payload.get("version")
+    if version not in READABLE_VERSIONS:
         raise ValueError(
-            f"{str(path)!r} has checkpoint version {payload.get('version')!r}; this library reads version {VERSION}"
+            f"{str(path)!r} has checkpoint version {version!r}; this library reads versions {READABLE_VERSIONS}"
+        )
+    if version >= 2 and not verified:
+        raise ValueError(
+            f"{str(path)!r} is damaged: a version {version} checkpoint ends with a SHA-256 record, and this one's "
+            "is missing or broken"
         )
     return payload
 
@@ -250,6 +279,7 @@ class CheckpointManager:
             raise ValueError(f"keep_last must be a positive int or None (keep all), got {keep_last!r}")
         self.folder = Path(folder)
         self.keep_last = keep_last
+        self._verified: dict[Path, tuple | None] = {}  # path -> stat when it last verified
 
     def path_for(self, step: int) -> Path:
         return self.folder / f"checkpoint-{step:08d}.pt"
@@ -271,18 +301,60 @@ class CheckpointManager:
 
     def save(self, step: int, **state) -> Path:
         """`save_checkpoint(self.path_for(step), step=step, **state)`, then prune old checkpoints."""
-        self._remove_stale_temporaries()
-        path = save_checkpoint(self.path_for(step), step=step, **state)
-        self.prune()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with directory_lock(self.folder):
+            self._remove_stale_temporaries()
+            path = save_checkpoint(self.path_for(step), step=step, **state)
+            self._verified[path] = _stat_key(path)  # its digest was just computed from the file itself
+            self.prune()
         return path
 
+    def verify(self, path: str | Path) -> str | None:
+        """None when `path` passes its checksum (or, a version 1 file, at least reads); else the reason it fails.
+
+        Cheap after the first call per file: results are remembered until the file changes.
+        """
+        path = Path(path)
+        key = _stat_key(path)
+        if key is not None and self._verified.get(path) == key:
+            return None
+        try:
+            if not verify_checksum_trailer(path):
+                load_checkpoint(path)  # no trailer: only a full read tells (and a version 2 file fails here)
+        except (OSError, ValueError) as error:
+            return str(error)
+        self._verified[path] = key
+        return None
+
     def prune(self) -> list[Path]:
+        """Delete all but the newest `keep_last` checkpoints that verify; corrupt ones are moved aside.
+
+        A corrupt checkpoint never counts towards `keep_last`, so it can never cause a readable one to be deleted;
+        it is renamed to `<name>.corrupt` (kept for inspection, ignored by `checkpoints()`).
+        """
         if self.keep_last is None:
             return []
-        removed = [path for _, path in self.checkpoints()[: -self.keep_last]]
-        for path in removed:
-            path.unlink(missing_ok=True)
+        kept, removed = 0, []
+        for _, path in reversed(self.checkpoints()):
+            if kept >= self.keep_last:
+                path.unlink(missing_ok=True)
+                self._verified.pop(path, None)
+                removed.append(path)
+                continue
+            reason = self.verify(path)
+            if reason is None:
+                kept += 1
+            else:
+                self._quarantine(path, reason)
         return removed
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        target = path.with_name(path.name + CORRUPT_SUFFIX)
+        try:
+            os.replace(path, target)
+        except OSError:
+            return
+        warnings.warn(f"moved the unreadable checkpoint {str(path)!r} aside to {target.name!r}: {reason}", stacklevel=3)
 
     def load(self, path: str | Path | None = None, map_location: str | torch.device = "cpu", **restore) -> dict:
         """Read `path` (default: the latest checkpoint); keywords of `restore_checkpoint` load it into objects."""
@@ -295,8 +367,38 @@ class CheckpointManager:
             restore_checkpoint(checkpoint, **restore)
         return checkpoint
 
+    def load_latest_readable(
+        self, map_location: str | torch.device = "cpu"
+    ) -> tuple[dict, Path, list[tuple[Path, str]]] | None:
+        """The newest checkpoint that reads and verifies: `(checkpoint, path, skipped)`, where `skipped` lists the
+        newer `(path, reason)` that did not; None when the folder holds no checkpoints.
+
+        Raises ValueError (naming every file and why) when checkpoints exist but none is readable.
+        """
+        skipped: list[tuple[Path, str]] = []
+        for _, path in reversed(self.checkpoints()):
+            try:
+                checkpoint = load_checkpoint(path, map_location=map_location)
+            except (OSError, ValueError) as error:
+                skipped.append((path, str(error)))
+                continue
+            self._verified[path] = _stat_key(path)
+            return checkpoint, path, skipped
+        if skipped:
+            reasons = "; ".join(f"{path.name}: {reason}" for path, reason in skipped)
+            raise ValueError(f"none of the {len(skipped)} checkpoints in {str(self.folder)!r} is readable: {reasons}")
+        return None
+
     def _remove_stale_temporaries(self) -> None:
-        # left behind only when a process was killed mid-write; the manager is the folder's single writer
+        # left behind only when a process was killed mid-write; called under the folder's lock
         if self.folder.is_dir():
             for path in self.folder.glob(_TMP_PREFIX + "checkpoint-*"):
                 path.unlink(missing_ok=True)
+
+
+def _stat_key(path: Path) -> tuple | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns

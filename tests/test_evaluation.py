@@ -320,6 +320,19 @@ def test_report_json_has_no_nan_or_inf():
         TokenizerMetrics(8).report()
 
 
+def test_tokenizer_metrics_take_flattened_ids_only_without_padding():
+    real = rand_video(1, 3, 3, 8, 8)
+    ids = torch.tensor([[[[1, 2]], [[3, 3]]]])  # (b, t, h, w) = (1, 2, 1, 2)
+    metrics = TokenizerMetrics(8)
+    metrics.update(real, real, ids.flatten(1))
+    assert metrics.histogram.counts.tolist() == [0, 1, 1, 2, 0, 0, 0, 0]
+    padded = torch.tensor([[True, False, False]])
+    metrics.update(real, real, ids, padded)  # token frame 1 encodes frames 1-2: padding, left out
+    assert metrics.histogram.counts.tolist() == [0, 2, 2, 2, 0, 0, 0, 0]
+    with pytest.raises(ValueError, match=r"\(b, t, h, w\)"):
+        metrics.update(real, real, ids.flatten(1), padded)
+
+
 # ---------------------------------------------------------------------------------------------- Fréchet distance
 
 
@@ -454,6 +467,21 @@ def test_fvd_is_independent_of_batching_and_accepts_batch_iterables():
     batches = [{"video": part} for part in fake.split(5)]
     pieces = frechet_video_distance(real.split(4), batches, network, batch_size=3, protocol=SMALL)
     assert pieces.fvd == pytest.approx(whole.fvd, rel=1e-6)
+    loader = DataLoader(torch.utils.data.TensorDataset(fake), batch_size=5)
+    assert frechet_video_distance(real, loader, network, protocol=SMALL).fvd == pytest.approx(whole.fvd, rel=1e-6)
+
+
+def test_fvd_reads_frame_masks_from_batch_dicts():
+    network = _features_only(StandInFeatures())
+    protocol = VideoFeatureProtocol(num_frames=4, size=16, short_clips="repeat_last")
+    real = rand_video(12, 3, 6, 12, 12)
+    mask = torch.ones(12, 6, dtype=torch.bool)
+    mask[:, 3:] = False
+    scrambled = real.clone()
+    scrambled[:, :, 3:] = rand_video(12, 3, 3, 12, 12, seed=5)
+    masked = frechet_video_distance(real, [{"video": scrambled, "frame_mask": mask}], network, protocol=protocol)
+    short = frechet_video_distance(real, real[:, :, :3], network, protocol=protocol)
+    assert masked.fvd == pytest.approx(short.fvd, rel=1e-6) and masked.fvd > 0
 
 
 def test_video_features_restores_module_mode_and_checks_outputs():

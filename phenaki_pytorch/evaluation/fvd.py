@@ -294,8 +294,14 @@ def _video_batches(videos: Any, batch_size: int) -> Iterable[tuple[Tensor, Tenso
             video, mask = batch["video"], batch.get("frame_mask")
         elif isinstance(batch, Tensor):
             video, mask = batch, None
+        elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):  # e.g. a TensorDataset
+            video = batch[0]
+            mask = next((x for x in batch[1:] if isinstance(x, Tensor) and x.dtype == torch.bool), None)
         else:
-            raise TypeError(f"each batch must be a video tensor or a dict with 'video', got {type(batch).__name__}")
+            raise TypeError(
+                f"each batch must be a video tensor, a dict with 'video' or a tuple led by the video, got "
+                f"{type(batch).__name__}"
+            )
         for start in range(0, video.shape[0], batch_size):  # a large batch from a loader is split too
             part_mask = None if mask is None or video.ndim == 4 else mask[start : start + batch_size]
             yield video[start : start + batch_size], part_mask
@@ -320,9 +326,11 @@ def video_features(
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
     protocol = protocol or getattr(feature_network, "protocol", None) or I3D_PROTOCOL
-    if device is None and isinstance(feature_network, nn.Module):
-        tensors = [*feature_network.parameters(), *feature_network.buffers()]
-        device = tensors[0].device if tensors else None
+    dtype = torch.float32
+    if isinstance(feature_network, nn.Module):
+        tensors = [t for t in (*feature_network.parameters(), *feature_network.buffers()) if t.is_floating_point()]
+        device = device if device is not None else (tensors[0].device if tensors else None)
+        dtype = tensors[0].dtype if tensors else dtype
     modes = {m: m.training for m in feature_network.modules()} if isinstance(feature_network, nn.Module) else {}
     features = []
     try:
@@ -330,7 +338,7 @@ def video_features(
             module.eval()
         with torch.no_grad():
             for video, mask in tqdm(_video_batches(videos, batch_size), desc="video features", disable=not progress):
-                inputs = protocol.prepare(video.to(device), None if mask is None else mask.to(device))
+                inputs = protocol.prepare(video.to(device), None if mask is None else mask.to(device)).to(dtype)
                 out = feature_network(inputs)
                 if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != inputs.shape[0]:
                     raise ValueError(

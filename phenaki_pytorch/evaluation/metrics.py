@@ -378,7 +378,15 @@ class TokenizerMetrics:
         self._frame_count[:f] += mask.sum(dim=0).cpu()
 
         if ids is not None:
-            self.histogram.update(ids, token_frame_mask(mask, ids.shape[1]) if ids.ndim >= 2 else None)
+            if ids.ndim == 4:  # (b, t, h, w): leave out token frames that encode only padding
+                self.histogram.update(ids, token_frame_mask(mask, ids.shape[1]))
+            elif bool(mask.all()):
+                self.histogram.update(ids)
+            else:
+                raise ValueError(
+                    f"with padded frames, ids must be (b, t, h, w) so padded token frames can be left out, "
+                    f"got shape {tuple(ids.shape)}"
+                )
 
     @typechecked
     def report(self, seconds: float = 0.0) -> TokenizerReport:

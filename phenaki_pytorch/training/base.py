@@ -19,6 +19,22 @@ chooses how CPU matmuls run: 'auto' (default) uses oneDNN's bf16 kernels for fp3
 keeps fp32-level accuracy with them (checked once per process, see `phenaki_pytorch.precision`), 'ieee'
 plain fp32, 'bf16' those kernels unconditionally. The setting holds inside `train()` only.
 
+Non-finite updates. `optimizer_step` checks the loss and the gradient norm once per update (one small
+device-to-host sync; with several processes the decision is all-reduced, so every process skips together).
+When either is NaN or inf the update is skipped: no optimizer step, gradients zeroed, and the model's buffers
+(e.g. a VQ codebook that the forward pass moved with an EMA of the batch) restored from a snapshot taken
+before the forward. A skipped update still counts as a step: the data position, the LR schedule, the EMA
+update and the step counter advance as they would have, so the run stays a pure function of the step and
+resume remains bit-exact. A batch that itself holds NaN or inf is caught before the forward pass (the model
+never sees it). The skip is warned about, logged (`nonfinite_skipped` for that optimizer,
+`nonfinite_skipped_total` from then on) and stored in checkpoints. After `max_nonfinite_in_a_row` skipped
+updates of one optimizer in a row, training stops with `NonFiniteTrainingError`. Checkpoints and exports
+refuse non-finite weights, so a poisoned run never replaces good files. Under fp16 with a grad scaler, gradient
+overflow is the scaler's business (it skips the step and lowers the scale): only a non-finite loss counts there.
+
+Resume. `resume=True` (or a folder) loads the newest checkpoint that reads and passes its checksum, warning
+about each newer one it skipped; `metrics.jsonl` is cut back to the resumed step, so curves hold each step once.
+
 Several processes. Every process runs the same code: DDP averages the gradients, so each optimizer step leaves
 identical weights everywhere; model buffers that the forward pass changes (e.g. a VQ codebook updated from the
 local batch) are re-broadcast from process 0 after each step. Every process also holds and updates the EMA:
@@ -47,6 +63,7 @@ from tqdm.auto import tqdm
 
 from ..data._utils import check_positive_int
 from ..precision import FP32_MATMUL_CHOICES, fp32_matmul_precision, resolve_fp32_matmul
+from ..serialization import atomic_write_text
 from .checkpoint import (
     CheckpointManager,
     get_rng_state,
@@ -56,7 +73,11 @@ from .checkpoint import (
     set_rng_state,
 )
 
-__all__ = ["BaseTrainer", "ResumableBatchSampler", "preserved_rng"]
+__all__ = ["BaseTrainer", "NonFiniteTrainingError", "ResumableBatchSampler", "preserved_rng"]
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Training stopped: too many updates in a row had a NaN or inf loss or gradient."""
 
 
 @contextmanager
@@ -145,6 +166,8 @@ class BaseTrainer:
     # DDP must tolerate parameters idle in a pass (e.g. a GAN's discriminator during the generator step)
     find_unused_parameters: bool = False
     progress_keys: tuple[str, ...] = ("loss",)
+    # skipped (non-finite) updates of one optimizer in a row before training stops; set per instance to change
+    max_nonfinite_in_a_row: int = 10
 
     def __init__(
         self,
@@ -164,8 +187,12 @@ class BaseTrainer:
         num_workers: int = 0,
         cpu: bool = False,
         accelerate_kwargs: dict | None = None,
+        max_nonfinite_in_a_row: int | None = None,
     ):
         check_positive_int("num_train_steps", num_train_steps)
+        if max_nonfinite_in_a_row is not None:
+            check_positive_int("max_nonfinite_in_a_row", max_nonfinite_in_a_row)
+            self.max_nonfinite_in_a_row = max_nonfinite_in_a_row
         check_positive_int("batch_size", batch_size)
         check_positive_int("grad_accum_every", grad_accum_every)
         check_positive_int("save_model_every", save_model_every)
@@ -224,6 +251,8 @@ class BaseTrainer:
         self._batches: Iterator | None = None
         self._trackers_started = False
         self._checkpointed_step: int | None = None  # the same on every process, unlike a look at the folder
+        self.nonfinite_skipped: dict[str, int] = {}  # optimizer name -> updates skipped for a NaN / inf
+        self.nonfinite_in_a_row: dict[str, int] = {}  # optimizer name -> skipped updates since its last good one
 
     # ------------------------------------------------------------------ protocol
 
@@ -375,9 +404,18 @@ class BaseTrainer:
 
         `compute_loss(batch)` returns a dict with the differentiable "loss" and any detached scalars to log;
         the returned dict holds their means over the micro-batches, plus "grad_norm" when clipping.
-        Gradients are synchronised across processes only on the last micro-batch.
+        Gradients are synchronised across processes only on the last micro-batch. A non-finite loss or gradient
+        skips the update (see the module docstring): the returned dict then holds `nonfinite_skipped: 1.0`.
         """
         optimizer = self.optimizers[name]
+        if not self._inputs_finite(batches):
+            # a NaN / inf sample never reaches the model (which may reject it, or poison its buffers with it)
+            optimizer.zero_grad(set_to_none=True)
+            self._step_scheduler(name, skipped=True)
+            logs = {"loss": float("nan"), "nonfinite_input": 1.0}
+            self._count_nonfinite(name, logs, "non-finite input (NaN or inf in the batch)")
+            return {**logs, "nonfinite_skipped": 1.0}
+        buffers = self._snapshot_buffers()
         totals: dict[str, Tensor] = {}
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
@@ -387,16 +425,91 @@ class BaseTrainer:
             for key, value in outputs.items():
                 value = torch.as_tensor(value).detach().float() / len(batches)
                 totals[key] = totals[key] + value if key in totals else value
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        norm = None
         if max_grad_norm is not None:
-            params = [p for group in optimizer.param_groups for p in group["params"]]
             norm = self.accelerator.clip_grad_norm_(params, max_grad_norm)
             if norm is not None:
                 totals["grad_norm"] = torch.as_tensor(norm)
-        optimizer.step()
+        scaler = getattr(self.accelerator, "scaler", None)
+        loss_finite, grads_finite = self._finite_everywhere(totals["loss"], norm, params, check_grads=scaler is None)
+        if loss_finite and grads_finite:
+            optimizer.step()  # under fp16 the grad scaler may still skip it for an overflow and lower its scale
+        elif scaler is not None:
+            optimizer.step()  # lets the scaler see the inf gradients, skip the step and update its state
         optimizer.zero_grad(set_to_none=True)
-        if name in self.schedulers:
+        self._step_scheduler(name, skipped=not (loss_finite and grads_finite))
+        logs = {key: float(value) for key, value in totals.items()}
+        if loss_finite and grads_finite:
+            self.nonfinite_in_a_row[name] = 0
+        else:
+            self._restore_buffers(buffers)
+            self._count_nonfinite(name, logs, "non-finite loss or gradient")
+            logs["nonfinite_skipped"] = 1.0
+        return logs
+
+    def _finite_everywhere(
+        self, loss: Tensor, norm: Tensor | float | None, params: list[Tensor], check_grads: bool
+    ) -> tuple[bool, bool]:
+        """(loss finite, gradients finite) on every process: one all-reduced pair of flags, one host sync."""
+        flags = torch.ones(2, device=self.device)
+        flags[0] = torch.isfinite(loss.to(self.device)).all().float()
+        if check_grads:
+            if norm is None:
+                grads = [p.grad for p in params if p.grad is not None]
+                norm = _total_norm(grads) if grads else torch.zeros((), device=self.device)
+            flags[1] = torch.isfinite(torch.as_tensor(norm, device=self.device)).all().float()
+        if self.accelerator.num_processes > 1 and dist.is_initialized():
+            dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+        loss_ok, grads_ok = flags.tolist()
+        return loss_ok > 0, grads_ok > 0
+
+    def _step_scheduler(self, name: str, skipped: bool):
+        if name not in self.schedulers:
+            return
+        with warnings.catch_warnings():
+            if skipped:  # torch warns when a schedule moves before the first optimizer step: here that is intended
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
             self.schedulers[name].step()
-        return {key: float(value) for key, value in totals.items()}
+
+    def _inputs_finite(self, batches: Sequence[Any]) -> bool:
+        """Whether every floating tensor in the micro-batches is finite, agreed by all processes."""
+        flags = [torch.isfinite(t).all() for t in _floating_tensors(batches)]
+        finite = torch.stack(flags).all().float().reshape(1) if flags else torch.ones(1)
+        finite = finite.to(self.device)
+        if self.accelerator.num_processes > 1 and dist.is_initialized():
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite.item() > 0)
+
+    def _count_nonfinite(self, name: str, logs: Mapping[str, float], cause: str):
+        self.nonfinite_skipped[name] = self.nonfinite_skipped.get(name, 0) + 1
+        in_a_row = self.nonfinite_in_a_row[name] = self.nonfinite_in_a_row.get(name, 0) + 1
+        shown = ", ".join(f"{k}={logs[k]:.4g}" for k in ("loss", "grad_norm") if k in logs)
+        step = self.step + 1  # the number this step is logged under
+        if in_a_row >= self.max_nonfinite_in_a_row:
+            raise NonFiniteTrainingError(
+                f"{in_a_row} updates of optimizer {name!r} in a row had a NaN or inf batch, loss or gradient "
+                f"(steps {step - in_a_row + 1} to {step}; the last: {cause}, {shown}): training stopped. Every one "
+                f"was skipped, so the weights and the checkpoints are those of step {step - in_a_row}. Look for "
+                "NaN / inf in the data, a learning rate that is too high, or fp16 overflow; max_nonfinite_in_a_row "
+                "sets the limit"
+            )
+        message = (
+            f"step {step}: {cause} for optimizer {name!r} ({shown}); the update was skipped "
+            f"({in_a_row} in a row, {self.nonfinite_skipped[name]} in total, stopping at "
+            f"{self.max_nonfinite_in_a_row} in a row)"
+        )
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def _snapshot_buffers(self) -> list[tuple[Tensor, Tensor]]:
+        # buffers the forward pass may move (a VQ codebook's EMA, its k-means init flag): restored on a skip
+        return [(buffer, buffer.detach().clone()) for buffer in self.unwrapped_model.buffers()]
+
+    @staticmethod
+    @torch.no_grad()
+    def _restore_buffers(snapshot: list[tuple[Tensor, Tensor]]):
+        for buffer, saved in snapshot:
+            buffer.copy_(saved)
 
     def finish_step(self):
         """End of a training step: re-sync mutated buffers, update the EMA, count the step."""
@@ -428,6 +541,8 @@ class BaseTrainer:
         )
         while self.step < self.num_train_steps:
             logs = self.train_step()
+            if self.nonfinite_skipped:
+                logs["nonfinite_skipped_total"] = float(sum(self.nonfinite_skipped.values()))
             with self.matmul_precision():
                 logs.update(self.after_step())
             self.log(logs)
@@ -471,7 +586,11 @@ class BaseTrainer:
                 optimizers=self.optimizers,
                 schedulers=self.schedulers,
                 config=getattr(self.unwrapped_model, "config", None),
-                extra={"trainer": type(self).__name__, "hparams": self.hparams()},
+                extra={
+                    "trainer": type(self).__name__,
+                    "hparams": self.hparams(),
+                    "nonfinite": {"skipped": dict(self.nonfinite_skipped), "in_a_row": dict(self.nonfinite_in_a_row)},
+                },
             )
             if path is None:
                 written = self.checkpoints.save(self.step, **state)
@@ -481,9 +600,14 @@ class BaseTrainer:
         self.accelerator.wait_for_everyone()
         return written
 
-    def load(self, path: str | Path):
-        """Restore model, EMA, optimizers, schedulers, step and RNG from a checkpoint file (every process)."""
-        checkpoint = load_checkpoint(path, map_location="cpu")
+    def load(self, path: str | Path, checkpoint: Mapping[str, Any] | None = None):
+        """Restore model, EMA, optimizers, schedulers, step and RNG from a checkpoint file (every process).
+
+        `checkpoint` is the already loaded content of `path`, when the caller has read it. Lines of
+        `metrics.jsonl` after the restored step are dropped (they belong to the run being replaced).
+        """
+        if checkpoint is None:
+            checkpoint = load_checkpoint(path, map_location="cpu")
         saved = checkpoint.get("extra", {}).get("hparams", {})
         for key in ("batch_size", "grad_accum_every", "num_processes", "seed"):
             if key in saved and saved[key] != self.hparams()[key]:
@@ -500,31 +624,88 @@ class BaseTrainer:
             schedulers=self.schedulers,
             restore_rng=True,
         )
+        nonfinite = checkpoint.get("extra", {}).get("nonfinite", {})
+        self.nonfinite_skipped = dict(nonfinite.get("skipped", {}))
+        self.nonfinite_in_a_row = dict(nonfinite.get("in_a_row", {}))
         self._batches = None  # rebuilt at the restored data position on the next step
         self._checkpointed_step = self.step
+        if self.is_main:
+            self._truncate_metrics(self.step)
+        self.accelerator.wait_for_everyone()
         return self
 
+    def _truncate_metrics(self, step: int):
+        """Keep the lines of `metrics.jsonl` logged at or before `step` (and drop a half-written last line)."""
+        path = self.results_folder / "metrics.jsonl"
+        if not path.is_file():
+            return
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        kept = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            if isinstance(entry, dict) and isinstance(entry.get("step"), int) and entry["step"] <= step:
+                kept.append(line)
+        if len(kept) != len(lines):
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
+
     def resume(self, resume: bool | str | Path):
-        """`True`: the latest checkpoint in the results folder (a fresh start when there is none);
-        a path: that checkpoint file, or the latest checkpoint in that folder."""
+        """`True`: the newest readable checkpoint in the results folder (a fresh start when there is none);
+        a folder: the newest readable checkpoint in it; a file: that checkpoint.
+
+        Newer checkpoints that are corrupt or unreadable are skipped with a warning naming each; when checkpoints
+        exist but none is readable, a ValueError says why for each (it never silently starts fresh).
+        """
         if resume is False or resume is None:
             return
         if resume is True:
-            path = self.checkpoints.latest()
-            if path is None:
-                self.print(f"resume=True: no checkpoint in {str(self.checkpoints.folder)!r} yet, starting fresh")
-                return
+            manager = self.checkpoints
         else:
             path = Path(resume)
             if path.is_dir():
                 folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-                path = CheckpointManager(folder).latest()
-                if path is None:
+                manager = CheckpointManager(folder)
+                if not manager.checkpoints():
                     raise FileNotFoundError(f"resume={str(resume)!r}: no checkpoint-<step>.pt files in {str(folder)!r}")
             elif not path.is_file():
                 raise FileNotFoundError(f"resume={str(resume)!r}: no such checkpoint file or folder")
-        self.load(path)
-        self.print(f"resumed from {str(path)!r} at step {self.step}")
+            else:
+                self.load(path)
+                self.print(f"resumed from {str(path)!r} at step {self.step}")
+                return
+        found = manager.load_latest_readable(map_location="cpu")
+        if found is None:
+            self.print(f"resume=True: no checkpoint in {str(manager.folder)!r} yet, starting fresh")
+            return
+        checkpoint, path, skipped = found
+        for bad, reason in skipped:
+            warnings.warn(
+                f"resume: skipped the unreadable checkpoint {str(bad)!r}: {reason}", RuntimeWarning, stacklevel=2
+            )
+        self.load(path, checkpoint)
+        note = f" (skipped {len(skipped)} newer unreadable: {', '.join(p.name for p, _ in skipped)})" if skipped else ""
+        self.print(f"resumed from {str(path)!r} at step {self.step}{note}")
+
+
+def _floating_tensors(value: Any) -> Iterator[Tensor]:
+    if isinstance(value, Tensor):
+        if value.is_floating_point() or value.is_complex():
+            yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _floating_tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _floating_tensors(item)
+
+
+def _total_norm(grads: list[Tensor]) -> Tensor:
+    if hasattr(torch.nn.utils, "get_total_norm"):
+        return torch.nn.utils.get_total_norm(grads)
+    norms = torch._foreach_norm(grads)
+    return torch.linalg.vector_norm(torch.stack([n.to(grads[0].device) for n in norms]))
 
 
 def _finite(value: float) -> float | None:

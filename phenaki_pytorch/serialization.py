@@ -22,6 +22,11 @@ What a saved folder guarantees (format_version 2):
   fails before anything is allocated; a config that builds absurdly many tensors is stopped while building.
 * Class lookup by module and name: a class elsewhere that shares a bare name is never picked silently.
 
+The Hub. `ConfigMixin` builds on `huggingface_hub.ModelHubMixin`: `push_to_hub(repo_id)` uploads the folder in
+one commit, `save_pretrained` writes a model card (README.md, kept when it exists), and `from_pretrained`
+takes a local folder or a Hub id ("user/name", fetched by `snapshot_download`, read from the cache under
+`HF_HUB_OFFLINE=1`). The mixin's own config capture and in-place writes are not used (see `ConfigMixin`).
+
 Folders written by the earlier format (version 1: no hashes) still load, without the integrity checks.
 """
 
@@ -33,6 +38,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 import secrets
 import threading
 import warnings
@@ -41,10 +47,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import ModelHubMixin
 from torch import Tensor, nn
 
 __all__ = [
     "CONFIG_NAME",
+    "MODEL_CARD_NAME",
     "WEIGHTS_NAME",
     "ConfigMixin",
     "add_checksum_trailer",
@@ -63,10 +71,30 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 2
 TMP_PREFIX = ".tmp-"
 CONTENT_HASH_KEY = "phenaki_pytorch.tensors_sha256"  # safetensors metadata key
+MODEL_CARD_NAME = "README.md"
 CHECKPOINT_FORMAT = "phenaki_pytorch.checkpoint"  # the marker of training checkpoints (training/checkpoint.py)
 MAX_CONFIG_BYTES = 16 * 2**20  # a config.json is a few kB; a larger one is not ours
 
 _REGISTRY: dict[str, type] = {}  # "module.QualName" -> class
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+MODEL_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_class }}
+
+A `{{ model_class }}` of the `phenaki_pytorch` library (text-to-video: C-ViViT, MaskGit, token critic), saved
+with `save_pretrained`: `config.json` holds its constructor arguments and the SHA-256 of `model.safetensors`.
+
+```python
+from phenaki_pytorch import {{ model_class }}
+
+model = {{ model_class }}.from_pretrained("{{ repo_id or "path/to/this/folder" }}"{% if pass_again %}, {{ pass_again }}{% endif %})
+```
+{% if pass_again %}
+Some constructor arguments could not be stored in the config and must be passed again: `{{ pass_again }}`.
+{% endif %}"""
 
 
 def _class_path(cls: type) -> str:
@@ -403,8 +431,21 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 # ---------------------------------------------------------------------------------------------- config capture
 
 
-class ConfigMixin:
-    """Records constructor arguments of the outermost `__init__` call in `self.config`; saves and loads folders."""
+class ConfigMixin(
+    ModelHubMixin,
+    library_name="phenaki-pytorch",
+    tags=["phenaki-pytorch", "text-to-video"],
+    model_card_template=MODEL_CARD_TEMPLATE,
+):
+    """Records constructor arguments of the outermost `__init__` call in `self.config`; saves and loads folders
+    and Hugging Face Hub repos.
+
+    Built on `huggingface_hub.ModelHubMixin`, which gives `push_to_hub`, the model card and its metadata. The
+    mixin's own config capture and file writing are replaced: it records only JSON-able arguments (a nested
+    CViViT or MaskGit, or a callable text encoder, would be dropped silently), and it rewrites config.json and
+    the weights in place one after the other. Here nested models are nested configs, arguments that cannot be
+    stored are marked so that loading asks for them, and the folder keeps the guarantees of the module docstring.
+    """
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -439,18 +480,34 @@ class ConfigMixin:
         """JSON-ready constructor arguments; nested models appear as nested configs."""
         return {name: _to_json(value, name) for name, value in self.__dict__.get("_init_kwargs", {}).items()}
 
-    def save_pretrained(self, directory: str | Path, *, allow_nonfinite: bool = False) -> Path:
-        """Write `config.json` and `model.safetensors` to `directory` atomically; returns the directory.
+    def save_pretrained(
+        self,
+        directory: str | Path,
+        *,
+        config: dict | None = None,
+        allow_nonfinite: bool = False,
+        model_card_kwargs: dict | None = None,
+        push_to_hub: bool = False,
+        repo_id: str | None = None,
+        **push_to_hub_kwargs,
+    ) -> Path:
+        """Write `config.json`, `model.safetensors` and a model card (`README.md`) to `directory`; returns it.
 
-        Weights holding NaN or inf are refused with a ValueError (the folder is left as it was) unless
-        `allow_nonfinite=True`. Concurrent saves to one folder are serialised by a lock on the folder.
+        The config and the weights are replaced as a pair (see the module docstring); an existing README.md
+        is kept (it may have been edited). `config` replaces the recorded constructor arguments. Weights
+        holding NaN or inf are refused with a ValueError (the folder is left as it was) unless
+        `allow_nonfinite=True`. With `push_to_hub=True` the model is then uploaded to `repo_id` (default:
+        the folder's name) by `push_to_hub`, whose keywords `push_to_hub_kwargs` are.
         """
+        if config is not None and not isinstance(config, dict):
+            raise TypeError(f"config must be a dict of constructor arguments or None, got {type(config).__name__}")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = _cpu_state(unwrap_model(self).state_dict())  # type: ignore[arg-type]
         if not allow_nonfinite:
             _check_finite(state, f"{type(self).__name__} weights to {str(directory)!r}")
-        payload = _config_payload(self)
+        payload = _config_payload(self, config)
+        card = str(self.generate_model_card(**(model_card_kwargs or {})))
         with directory_lock(directory):
             _remove_temporaries(directory)
             weights_tmp, digest = _write_safetensors_temporary(state, directory / WEIGHTS_NAME, None)
@@ -469,41 +526,119 @@ class ConfigMixin:
                 config_tmp.unlink(missing_ok=True)
                 raise
             _commit(config_tmp, directory / CONFIG_NAME)
+            if not (directory / MODEL_CARD_NAME).exists():
+                _commit(_write_text_temporary(directory / MODEL_CARD_NAME, card), directory / MODEL_CARD_NAME)
+        if push_to_hub:
+            self.push_to_hub(
+                repo_id or directory.name, config=config, model_card_kwargs=model_card_kwargs, **push_to_hub_kwargs
+            )
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu", **overrides):
-        """Rebuild a model saved by `save_pretrained`; keyword `overrides` replace stored constructor arguments.
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        map_location: str | torch.device = "cpu",
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        **overrides,
+    ):
+        """Rebuild a model saved by `save_pretrained`, from a local folder or a Hugging Face Hub id.
 
-        Every problem with the folder (unreadable or foreign config, a config that does not match the weights,
-        corrupt files, a class other than `cls`) is a ValueError naming the file and what is wrong.
+        A Hub id ("user/name") is fetched with `huggingface_hub.snapshot_download` (only config.json and
+        model.safetensors; `revision`, `cache_dir`, `force_download`, `local_files_only`, `token` go to it; with
+        `HF_HUB_OFFLINE=1` it is read from the local cache). Keyword `overrides` replace stored constructor
+        arguments. Every problem with the files (unreadable or foreign config, a config that does not match the
+        weights, corrupt files, a class other than `cls`) is a ValueError naming the file and what is wrong; a
+        folder or id that cannot be found is a FileNotFoundError.
         """
-        directory = Path(directory)
-        config_path = directory / CONFIG_NAME
-        if not config_path.is_file():
-            raise FileNotFoundError(f"no {CONFIG_NAME} in {str(directory)!r}: not a save_pretrained directory")
-        for _ in range(5):  # retries matter only where the lock is unavailable (no flock)
-            before = (_stat_key(config_path), _stat_key(directory / WEIGHTS_NAME))
-            try:
-                with directory_lock(directory, shared=True):  # writers hold it exclusively while they save
-                    payload, used_config = _read_verified_pair(directory)
-                    weights_path = directory / _weights_name(payload, used_config)
-                    model = _build_and_load(cls, payload, used_config, weights_path, overrides)
-            except ValueError:
-                if (_stat_key(config_path), _stat_key(directory / WEIGHTS_NAME)) != before:
-                    continue  # another process saved to the folder while we read it: read the new pair
-                raise
-            if (_stat_key(config_path), _stat_key(directory / WEIGHTS_NAME)) == before:
-                return model.to(map_location)
-        raise ValueError(f"{str(directory)!r} kept changing while it was read (another process saving to it?)")
+        directory = _resolve_pretrained(
+            pretrained_model_name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+        )
+        return _load_pretrained(cls, directory, map_location, overrides)
+
+    def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict | None = None, **kwargs) -> str:
+        """Upload this model (config.json, model.safetensors, README.md) to the Hub repo `repo_id` in one commit.
+
+        `huggingface_hub.ModelHubMixin.push_to_hub`: creates the repo when needed, saves with `save_pretrained`
+        into a temporary folder and uploads it; `kwargs` (`private`, `token`, `branch`, `commit_message`,
+        `create_pr`, ...) go to it. Returns the commit's URL.
+        """
+        card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
+        return super().push_to_hub(repo_id, model_card_kwargs=card_kwargs, **kwargs)
+
+    def generate_model_card(self, *args, **kwargs):
+        """The model card written beside the weights: how to load the model, and what to pass again."""
+        config = self.config
+        unserializable = sorted(k for k, v in config.items() if isinstance(v, dict) and "__unserializable__" in v)
+        kwargs.setdefault("model_class", type(self).__name__)
+        kwargs.setdefault("repo_id", None)
+        kwargs.setdefault("pass_again", ", ".join(f"{name}=..." for name in unserializable))
+        return super().generate_model_card(*args, **kwargs)
 
 
-def _config_payload(model: ConfigMixin) -> dict:
+def _looks_like_repo_id(name: str) -> bool:
+    return bool(_REPO_ID.match(name)) and ".." not in name and not name.startswith((".", "~"))
+
+
+def _resolve_pretrained(name: str | Path, **hub_kwargs) -> Path:
+    """A local save_pretrained folder, or the cached snapshot of a Hub repo (downloaded when allowed)."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise FileNotFoundError(f"{str(name)!r} is a file: expected a save_pretrained folder or a Hugging Face Hub id")
+    if isinstance(name, Path) or not _looks_like_repo_id(name):
+        raise FileNotFoundError(f"no folder {str(name)!r} (and it is not a Hugging Face Hub id such as 'user/model')")
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot = snapshot_download(repo_id=name, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME], **hub_kwargs)
+    except Exception as error:  # offline and not cached, no such repo, no access, network failure, bad id
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise FileNotFoundError(
+            f"{name!r} is neither a local folder nor a Hugging Face Hub model that could be fetched "
+            f"({type(error).__name__}: {reason})"
+        ) from None
+    return Path(snapshot)
+
+
+def _load_pretrained(cls: type, directory: Path, map_location, overrides: Mapping) -> nn.Module:
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {str(directory)!r}: not a save_pretrained directory")
+    for _ in range(5):  # retries matter only where the lock is unavailable (no flock)
+        before = (_stat_key(config_path), _stat_key(directory / WEIGHTS_NAME))
+        try:
+            with directory_lock(directory, shared=True):  # writers hold it exclusively while they save
+                payload, used_config = _read_verified_pair(directory)
+                weights_path = directory / _weights_name(payload, used_config)
+                model = _build_and_load(cls, payload, used_config, weights_path, overrides)
+        except ValueError:
+            if (_stat_key(config_path), _stat_key(directory / WEIGHTS_NAME)) != before:
+                continue  # another process saved to the folder while we read it: read the new pair
+            raise
+        if (_stat_key(config_path), _stat_key(directory / WEIGHTS_NAME)) == before:
+            return model.to(map_location)
+    raise ValueError(f"{str(directory)!r} kept changing while it was read (another process saving to it?)")
+
+
+def _config_payload(model: ConfigMixin, config: dict | None = None) -> dict:
     return {
         "class": type(model).__name__,
         "class_path": _class_path(type(model)),
         "format_version": FORMAT_VERSION,
-        "config": model.config,
+        "library": "phenaki_pytorch",
+        "config": model.config if config is None else config,
     }
 
 
@@ -525,7 +660,7 @@ def _stat_key(path: Path) -> tuple | None:
 
 def _remove_temporaries(directory: Path) -> None:
     # called under the folder lock: no other save_pretrained is writing, so these are left from killed saves
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
+    for name in (CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME):
         for path in directory.glob(f"{TMP_PREFIX}{name}.*"):
             path.unlink(missing_ok=True)
 

@@ -13,11 +13,14 @@ from phenaki_pytorch import CViViT, MaskGit, Phenaki
 from phenaki_pytorch import serialization as ser
 from phenaki_pytorch.serialization import (
     CONFIG_NAME,
+    MODEL_CARD_NAME,
     WEIGHTS_NAME,
     atomic_save_safetensors,
     load_state_dict_file,
     nonfinite_tensors,
 )
+
+FOLDER_FILES = sorted([CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME])
 
 
 def tiny_cvivit(seed: int = 0, **overrides) -> CViViT:
@@ -58,7 +61,7 @@ def saved(tmp_path):
 
 def test_round_trip_records_hashes_and_leaves_no_temporaries(saved):
     model, folder = saved
-    assert sorted(p.name for p in folder.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    assert sorted(p.name for p in folder.iterdir()) == FOLDER_FILES
     payload = json.loads((folder / CONFIG_NAME).read_text())
     assert payload["format_version"] == 2 and payload["class_path"] == "phenaki_pytorch.cvivit.CViViT"
     assert payload["weights"]["sha256"] == ser.file_sha256(folder / WEIGHTS_NAME)
@@ -315,7 +318,7 @@ def test_non_finite_weights_are_never_written(tmp_path):
         atomic_save_safetensors(poisoned, tmp_path / "w.safetensors")
     assert not (tmp_path / "w.safetensors").exists()
     assert {name: (folder / name).read_bytes() for name in before} == before
-    assert sorted(p.name for p in folder.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    assert sorted(p.name for p in folder.iterdir()) == FOLDER_FILES
     # deliberately writing such weights remains possible
     poisoned.save_pretrained(tmp_path / "nan", allow_nonfinite=True)
     assert nonfinite_tensors(CViViT.from_pretrained(tmp_path / "nan").state_dict())
@@ -369,10 +372,10 @@ def test_a_crash_at_any_point_of_save_pretrained_leaves_a_loadable_pair(tmp_path
         assert same_weights(loaded, new)
     else:
         assert same_weights(CViViT.from_pretrained(folder), old)
-        assert sorted(p.name for p in folder.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+        assert sorted(p.name for p in folder.iterdir()) == FOLDER_FILES
     # the next save cleans up whatever the crash left
     new.save_pretrained(folder)
-    assert sorted(p.name for p in folder.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    assert sorted(p.name for p in folder.iterdir()) == FOLDER_FILES
     assert same_weights(CViViT.from_pretrained(folder), new)
 
 
@@ -411,4 +414,92 @@ def test_concurrent_writers_and_a_reader_never_mix_files(tmp_path):
     reader.join()
     assert not errors, errors
     assert loads and None not in loads
-    assert sorted(p.name for p in folder.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    assert sorted(p.name for p in folder.iterdir()) == FOLDER_FILES
+
+
+# ---------------------------------------------------------------------------------------------- the Hub
+
+
+def fake_hub_cache(cache, repo_id, model, commit="0123456789abcdef0123456789abcdef01234567"):
+    """The layout huggingface_hub's cache has after a download: refs/main -> snapshots/<commit>/files."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    model.save_pretrained(repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_a_hub_id_loads_from_the_local_cache_offline(tmp_path):
+    import os
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # conftest: nothing may go over the network
+    model = tiny_cvivit(seed=2)
+    fake_hub_cache(tmp_path / "cache", "someone/tiny-tokenizer", model)
+    loaded = CViViT.from_pretrained("someone/tiny-tokenizer", cache_dir=tmp_path / "cache")
+    assert type(loaded) is CViViT and same_weights(loaded, model)
+
+    torch.manual_seed(0)
+    phenaki = helpers.tiny_phenaki(critic=helpers.tiny_critic())
+    fake_hub_cache(tmp_path / "cache", "someone/tiny-phenaki", phenaki)
+    rebuilt = Phenaki.from_pretrained(
+        "someone/tiny-phenaki", cache_dir=tmp_path / "cache", text_encoder=helpers.hashed_text_encoder()
+    )
+    assert same_weights(rebuilt, phenaki)
+
+    # neither a folder nor a cached repo: one FileNotFoundError that says both, no network attempt
+    with pytest.raises(FileNotFoundError, match="someone/absent.*neither a local folder nor"):
+        CViViT.from_pretrained("someone/absent", cache_dir=tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match="not a Hugging Face Hub id"):
+        CViViT.from_pretrained(str(tmp_path / "no" / "such" / "folder"))
+    # the integrity checks hold for a snapshot too
+    snapshot = next((tmp_path / "cache" / "models--someone--tiny-tokenizer" / "snapshots").iterdir())
+    flip_byte(snapshot / WEIGHTS_NAME, 4000)
+    with pytest.raises(ValueError, match="model.safetensors"):
+        CViViT.from_pretrained("someone/tiny-tokenizer", cache_dir=tmp_path / "cache")
+
+
+def test_push_to_hub_uploads_a_loadable_folder_with_a_model_card(tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    calls, uploaded = [], tmp_path / "uploaded"
+
+    class RepoUrl(str):
+        repo_id = "someone/tiny"
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", repo_id, kwargs))
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):  # the network call: copy what would be sent
+        calls.append(("upload_folder", repo_id, kwargs))
+        import shutil
+
+        shutil.copytree(folder_path, uploaded)
+        return "https://huggingface.co/someone/tiny/commit/abc"
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+
+    torch.manual_seed(0)
+    phenaki = helpers.tiny_phenaki()
+    url = phenaki.push_to_hub("someone/tiny", private=True, commit_message="first")
+    assert url.endswith("/commit/abc")
+    assert [c[0] for c in calls] == ["create_repo", "upload_folder"]
+    assert calls[0][2]["private"] is True and calls[1][2]["commit_message"] == "first"
+    assert sorted(p.name for p in uploaded.iterdir()) == FOLDER_FILES
+    card = (uploaded / MODEL_CARD_NAME).read_text()
+    assert "library_name: phenaki-pytorch" in card and 'Phenaki.from_pretrained("someone/tiny"' in card
+    assert "text_encoder=..." in card  # the callable text encoder must be passed again, and the card says so
+    rebuilt = Phenaki.from_pretrained(uploaded, text_encoder=helpers.hashed_text_encoder())
+    assert same_weights(rebuilt, phenaki)
+
+    # save_pretrained(push_to_hub=True) pushes too; an edited model card in the folder is kept
+    folder = tmp_path / "local"
+    folder.mkdir()
+    (folder / MODEL_CARD_NAME).write_text("my own card")
+    calls.clear()
+    import shutil
+
+    shutil.rmtree(uploaded)
+    phenaki.save_pretrained(folder, push_to_hub=True, repo_id="someone/tiny")
+    assert (folder / MODEL_CARD_NAME).read_text() == "my own card"
+    assert [c[0] for c in calls] == ["create_repo", "upload_folder"]

@@ -440,3 +440,52 @@ def test_a_corrupt_latest_checkpoint_falls_back_and_resumes_bit_exactly(referenc
     assert checkpoint_names(run) == [f"checkpoint-{s:08d}.pt" for s in (4, 6, 8)] + aside
     for step in (4, 6, 8):
         assert load_checkpoint(run / "checkpoints" / f"checkpoint-{step:08d}.pt")["step"] == step
+
+
+# ---------------------------------------------------------------------------------------------- two processes
+
+
+DDP_WORKER = """
+import sys
+import torch
+sys.path.insert(0, {tests!r})
+import test_faults
+
+trainer = test_faults.make_trainer({results!r}, num_train_steps=5, save_model_every=5, cpu=True)
+rank = trainer.accelerator.process_index
+next_batches = trainer.next_batches
+bad = {{2: float("nan"), 4: 3e38}}  # a NaN pixel (caught before the forward), an overflow (a non-finite loss)
+
+def poisoned_next_batches():
+    batches = next_batches()
+    if rank == 1 and trainer.step + 1 in bad:
+        batches[0]["video"][0, 0, 0, 0, 0] = bad[trainer.step + 1]
+    return batches
+
+trainer.next_batches = poisoned_next_batches
+trainer.train()
+torch.save(
+    {{"model": trainer.unwrapped_model.state_dict(), "skipped": trainer.nonfinite_skipped, "step": trainer.step}},
+    {out!r} + f"/rank{{rank}}.pt",
+)
+trainer.accelerator.wait_for_everyone()
+torch.distributed.destroy_process_group()
+"""
+
+
+def test_two_processes_skip_together_when_one_sees_a_bad_batch(tmp_path):
+    """Only process 1 gets the bad batches; both must skip (else DDP would hang or the replicas diverge)."""
+    script = tmp_path / "worker.py"
+    script.write_text(DDP_WORKER.format(tests=str(TESTS), results=str(tmp_path / "results"), out=str(tmp_path)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS.parent)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 5
+    assert ranks[0]["skipped"] == ranks[1]["skipped"] == {"generator": 2}
+    a, b = ranks[0]["model"], ranks[1]["model"]
+    assert [k for k in a if not torch.equal(a[k], b[k])] == [] and not nonfinite_tensors(a)
+    logs = [json.loads(line) for line in (tmp_path / "results" / "metrics.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in logs if entry.get("nonfinite_skipped")] == [2, 4]
+    assert logs[1].get("nonfinite_input") == 1.0 and "nonfinite_input" not in logs[3]  # the overflow hit the loss

@@ -616,19 +616,23 @@ def _load_pretrained(cls: type, directory: Path, map_location, overrides: Mappin
     config_path = directory / CONFIG_NAME
     if not config_path.is_file():
         raise FileNotFoundError(f"no {CONFIG_NAME} in {str(directory)!r}: not a save_pretrained directory")
+
+    def files() -> tuple:
+        return _stat_key(config_path), _stat_key(directory / WEIGHTS_NAME)
+
     for _ in range(5):  # retries matter only where the lock is unavailable (no flock)
-        before = (_stat_key(config_path), _stat_key(directory / WEIGHTS_NAME))
-        try:
-            with directory_lock(directory, shared=True):  # writers hold it exclusively while they save
+        with directory_lock(directory, shared=True):  # writers hold it exclusively while they save
+            before = files()
+            try:
                 payload, used_config = _read_verified_pair(directory)
                 weights_path = directory / _weights_name(payload, used_config)
                 model = _build_and_load(cls, payload, used_config, weights_path, overrides)
-        except ValueError:
-            if (_stat_key(config_path), _stat_key(directory / WEIGHTS_NAME)) != before:
-                continue  # another process saved to the folder while we read it: read the new pair
-            raise
-        if (_stat_key(config_path), _stat_key(directory / WEIGHTS_NAME)) == before:
-            return model.to(map_location)
+            except ValueError:
+                if files() != before:
+                    continue  # another process saved to the folder while we read it: read the new pair
+                raise
+            if files() == before:
+                return model.to(map_location)
     raise ValueError(f"{str(directory)!r} kept changing while it was read (another process saving to it?)")
 
 

@@ -222,8 +222,8 @@ class SyntheticCaptionedVideos(Dataset):
         travel: distance the shape moves from the first to the last frame, as a fraction of ``image_size``.
         equal_area: draw every shape at the same area (``size**2 / 2`` pixels) instead of letting each fill its
             ``size x size`` box (squares and circles are then smaller than the box, the star's points reach past it).
-        antialias: supersampling factor per axis; pixels on an edge get the covered fraction of the colour
-            (1 = hard edges).
+        antialias: ``k``: each pixel is sampled at ``k * k`` points (a rotated grid) and shows the colour in
+            proportion to the points the shape covers (1 = hard edges, sampled at pixel centres).
         labels: add the ``"color"``, ``"shape"`` and ``"direction"`` names to every item.
     """
 
@@ -386,31 +386,35 @@ class SyntheticCaptionedVideos(Dataset):
         t = torch.arange(f, dtype=torch.float32).view(f, 1, 1)
         speed = travel / max(f - 1, 1)
         cx, cy = x0 + dx * speed * t, y0 + dy * speed * t  # (f, 1, 1) centre per frame
-        # test only the sample points in a window around each frame's shape (most of the frame is background),
-        # all frames at once: window i covers pixels [lo_i, lo_i + span) on each axis
+        # test only the pixels in a window around each frame's shape (most of the frame is background), all frames
+        # at once: window i covers pixels [lo_i, lo_i + span) on each axis
         half = math.ceil(_extent(shape, self.equal_area) * size / 2) + 1
         span = 2 * half + 1
         x_lo = torch.floor(cx.view(f)).long() - half  # (f,)
         y_lo = torch.floor(cy.view(f)).long() - half
-        offsets = torch.arange(span * k)
-        # the same float32 sample coordinates as (arange(n k) + 0.5) / k, indexed from the window's corner
-        xs = ((x_lo.view(f, 1, 1) * k + offsets.view(1, 1, -1)).float() + 0.5) / k  # (f, 1, span k)
-        ys = ((y_lo.view(f, 1, 1) * k + offsets.view(1, -1, 1)).float() + 0.5) / k  # (f, span k, 1)
-        windows = _shape_mask(shape, xs - cx, ys - cy, size / 2, self.equal_area)  # (f, span k, span k)
-        mask = torch.zeros(f, n * k, n * k, dtype=torch.bool)
+        pixels = torch.arange(span)
+        # k * k sample points per pixel on a rotated ("n-rooks") grid: no two share an x or a y offset, so
+        # horizontal and vertical edges are resolved to 1 / k**2 of a pixel, not 1 / k as on a square grid.
+        # Sample (a, b) sits at pixel + ((a k + b + 0.5) / k**2, (b k + a + 0.5) / k**2); with k = 1 that is the
+        # pixel centre, computed as (p + 0.5) / 1 exactly as before anti-aliasing existed.
+        a, b = torch.arange(k).repeat_interleave(k), torch.arange(k).repeat(k)  # (k k,)
+        kk = k * k
+        x_sub, y_sub = a * k + b, b * k + a
+        xs = (((x_lo.view(f, 1, 1, 1) + pixels.view(1, 1, 1, -1)) * kk + x_sub.view(1, -1, 1, 1)).float() + 0.5) / kk
+        ys = (((y_lo.view(f, 1, 1, 1) + pixels.view(1, 1, -1, 1)) * kk + y_sub.view(1, -1, 1, 1)).float() + 0.5) / kk
+        samples = _shape_mask(shape, xs - cx.view(f, 1, 1, 1), ys - cy.view(f, 1, 1, 1), size / 2, self.equal_area)
+        windows = samples[:, 0] if k == 1 else samples.float().mean(dim=1)  # (f, span, span): covered fraction
+        cover = torch.zeros(f, n, n, dtype=windows.dtype)
         for i, (x0_px, y0_px) in enumerate(zip(x_lo.tolist(), y_lo.tolist())):
             xa, xb = max(x0_px, 0), min(x0_px + span, n)  # the window's pixels that lie in the frame
             ya, yb = max(y0_px, 0), min(y0_px + span, n)
             if xa < xb and ya < yb:
-                mask[i, ya * k : yb * k, xa * k : xb * k] = windows[
-                    i, (ya - y0_px) * k : (yb - y0_px) * k, (xa - x0_px) * k : (xb - x0_px) * k
-                ]
+                cover[i, ya:yb, xa:xb] = windows[i, ya - y0_px : yb - y0_px, xa - x0_px : xb - x0_px]
         bg = torch.tensor(self.background).view(3, 1, 1, 1)
         fg = torch.tensor(rgb, dtype=torch.float32).view(3, 1, 1, 1)
         if k == 1:
-            return torch.where(mask.unsqueeze(0), fg, bg).contiguous()
-        coverage = mask.view(f, n, k, n, k).float().mean(dim=(2, 4))  # (f, n, n): covered fraction of each pixel
-        return (bg + coverage.unsqueeze(0) * (fg - bg)).clamp(0.0, 1.0).contiguous()
+            return torch.where(cover.unsqueeze(0), fg, bg).contiguous()
+        return (bg + cover.unsqueeze(0) * (fg - bg)).clamp(0.0, 1.0).contiguous()
 
     def _sample_params(self, index: int) -> tuple[float, float, float]:
         """(size, x0, y0) for item ``index``: drawn from (seed, index), independent of num_samples."""
@@ -519,8 +523,8 @@ class SyntheticGlyphVideos(SyntheticCaptionedVideos):
     """The glyph benchmark: :data:`GLYPH_SHAPES` in :data:`GLYPH_COLORS`, moving in four directions.
 
     A preset of :class:`SyntheticCaptionedVideos` whose shapes differ only in structure: every glyph covers the
-    same area (``size**2 / 2`` px, about 85 px at 32 x 32), has one flat colour, and anti-aliased edges (4 x 4
-    supersampling). Glyph widths are drawn from 40-45 % of the image (12.8-14.4 px at 32 x 32), so strokes are
+    same area (``size**2 / 2`` px, about 92 px at 32 x 32), has one flat colour, and anti-aliased edges (16
+    samples per pixel). Glyph widths are drawn from 40-45 % of the image (12.8-14.4 px at 32 x 32), so strokes are
     2.6-4.2 px wide (ring 2.6-2.9, cross and ell 3.7-4.2, bar 6.4-7.2 px tall). A glyph travels 0.375 of the image
     over the clip: 12 px, 1.5 px per frame at 9 frames of 32 x 32, and stays inside the frame. The bar is always
     horizontal, whichever way it moves. Items carry ``"color"``, ``"shape"`` and ``"direction"`` labels.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, repeat
 from einops.layers.torch import Rearrange
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -35,7 +35,7 @@ from .discriminator import (
     hinge_discr_loss,
     hinge_gen_loss,
 )
-from .serialization import ConfigMixin, load_state_dict_file
+from .serialization import ConfigMixin, atomic_save_safetensors, load_state_dict_file
 from .typecheck import typechecked
 
 # recommended FSQ levels per codebook size (Mentzer et al. 2023, table 1)
@@ -67,9 +67,12 @@ class Quantizer(nn.Module):
         codebook_dim: int | None,
         commitment_weight: float,
         fsq_levels: tuple[int, ...] | None,
+        kmeans_init: bool = True,
+        threshold_ema_dead_code: float = 2.0,
     ):
         super().__init__()
         self.kind = kind
+        self.codebook_size = codebook_size
         if kind == "vq":
             if codebook_size < 2:
                 raise ValueError(f"codebook_size must be at least 2, got {codebook_size}")
@@ -80,6 +83,12 @@ class Quantizer(nn.Module):
                 use_cosine_sim=True,
                 commitment_weight=commitment_weight,
                 decay=0.8,
+                # codes start as k-means centroids of the first batch's latents, and a code chosen less than
+                # `threshold_ema_dead_code` times (EMA count) is re-seeded from the batch: without both the
+                # codebook collapses to a few dozen codes
+                kmeans_init=kmeans_init,
+                kmeans_iters=10,
+                threshold_ema_dead_code=threshold_ema_dead_code,
                 # the rotation-trick gradient costs more than the rest of the quantizer together on CPU
                 # (about 3x its time); the straight-through estimator is the classic VQ-VAE choice
                 rotation_trick=False,
@@ -90,7 +99,15 @@ class Quantizer(nn.Module):
                     f"quantizer='lfq' needs codebook_size to be a power of 2, got {codebook_size}; "
                     f"nearest valid: {_nearest_powers_of_two(codebook_size)}"
                 )
-            self.quantizer = LFQ(dim=dim, codebook_size=codebook_size, commitment_loss_weight=commitment_weight)
+            # MAGVIT-v2's settings: entropy penalty 0.1 with diversity_gamma 1 (per-sample entropy low, batch
+            # codebook entropy high), commitment 0.25
+            self.quantizer = LFQ(
+                dim=dim,
+                codebook_size=codebook_size,
+                commitment_loss_weight=0.25 * commitment_weight,
+                entropy_loss_weight=0.1,
+                diversity_gamma=1.0,
+            )
         elif kind == "fsq":
             levels = fsq_levels or FSQ_LEVELS.get(codebook_size)
             if levels is None:
@@ -110,26 +127,113 @@ class Quantizer(nn.Module):
         else:
             raise ValueError(f"quantizer must be one of 'vq', 'lfq', 'fsq', got {kind!r}")
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """`mask` (b, n) bool: positions outside it (padded frames) neither update the codebook nor enter the loss."""
         # the codebook search runs in the quantizer's own precision (fp32 unless the model was cast) whatever
         # the surrounding autocast: bf16 similarities confuse close codes, and a bf16 argmax is about 5x
         # slower on CPU
         param = next(self.quantizer.parameters(), None)
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-        with torch.autocast(x.device.type, enabled=False):
-            return self._quantize(x.to(dtype))
+        with torch.autocast(x.device.type, enabled=False), self._no_init_unless_training():
+            return self._quantize(x.to(dtype), mask)
 
-    def _quantize(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        if self.kind == "fsq":
+    @contextlib.contextmanager
+    def _no_init_unless_training(self):
+        """vector-quantize-pytorch runs its k-means initialisation on the first call in any mode; only a
+        training forward may do it (not `tokenize` on a fresh model, nor the discriminator's frozen pass)."""
+        initted = getattr(getattr(self.quantizer, "_codebook", None), "initted", None)
+        if self.training or initted is None or bool(initted):
+            yield
+            return
+        initted.fill_(True)
+        try:
+            yield
+        finally:
+            initted.fill_(False)
+
+    def _quantize(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        if self.kind == "fsq":  # no codebook to update and no loss: padded positions need no special care
             quantized, ids = self.quantizer(x)
             return quantized, ids, x.new_zeros(())
-        quantized, ids, loss = self.quantizer(x)
+        quantized, ids, loss = self.quantizer(x, mask=mask)
+        if mask is not None:
+            ids = ids.masked_fill(~mask, 0)  # vector-quantize-pytorch marks padding -1; keep ids in range
         return quantized, ids, loss.sum()
 
     def codes_from_ids(self, ids: Tensor) -> Tensor:
         if self.kind == "vq":
             return self.quantizer.get_output_from_indices(ids)
         return self.quantizer.indices_to_codes(ids)
+
+
+class PixelHead(nn.Module):
+    """Decoder output: token features (b, t, h, w, d) -> frames (b, c, 1 + (t-1)*tp, H, W).
+
+    `kind="linear"`: each token is projected straight to its patch (first frame) or tubelet (later frames) of
+    pixels, as in ViT-VQGAN. Patches are decoded independently of their neighbours, which leaves a visible
+    patch grid. `kind="conv"`: each token is projected to a patch of `head_dim`-channel features instead, then a
+    small residual stack of 3x3 convolutions runs over every frame: pixels at patch borders see both sides, and
+    no frame looks at any other, so the decoder stays causal.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        channels: int,
+        patch_size: tuple[int, int],
+        temporal_patch_size: int,
+        kind: str = "conv",
+        head_dim: int = 32,
+        head_depth: int = 2,
+    ):
+        super().__init__()
+        if kind not in ("linear", "conv"):
+            raise ValueError(f"pixel_head must be 'linear' or 'conv', got {kind!r}")
+        self.kind = kind
+        ph, pw = patch_size
+        tp = temporal_patch_size
+        out = channels if kind == "linear" else head_dim
+        self.to_first = nn.Sequential(
+            nn.Linear(dim, out * ph * pw),
+            Rearrange("b 1 h w (c p1 p2) -> b c 1 (h p1) (w p2)", p1=ph, p2=pw),
+        )
+        self.to_rest = nn.Sequential(
+            nn.Linear(dim, out * tp * ph * pw),
+            Rearrange("b t h w (c pt p1 p2) -> b c (t pt) (h p1) (w p2)", pt=tp, p1=ph, p2=pw),
+        )
+        self.refine = None
+        if kind == "conv":
+            if head_dim < 1 or head_depth < 1:
+                raise ValueError(f"head_dim and head_depth must be >= 1, got {head_dim} and {head_depth}")
+            self.refine = nn.ModuleList(
+                nn.Sequential(
+                    nn.GroupNorm(1, head_dim),
+                    nn.Conv2d(head_dim, head_dim, 3, padding=1),
+                    nn.GELU(),
+                    nn.Conv2d(head_dim, head_dim, 3, padding=1),
+                )
+                for _ in range(head_depth)
+            )
+            self.to_pixels = nn.Sequential(nn.GroupNorm(1, head_dim), nn.GELU(), nn.Conv2d(head_dim, channels, 3, padding=1))
+
+    def last_layers(self) -> list[Tensor]:
+        """Weights of the layer(s) that produce pixels: where VQGAN's adaptive weight compares gradients."""
+        if self.refine is None:
+            return [self.to_first[0].weight, self.to_rest[0].weight]
+        return [self.to_pixels[-1].weight]
+
+    def forward(self, x: Tensor) -> Tensor:
+        frames = self.to_first(x[:, :1])
+        if x.shape[1] > 1:
+            frames = torch.cat((frames, self.to_rest(x[:, 1:])), dim=2)
+        if self.refine is None:
+            return frames
+        b, f = frames.shape[0], frames.shape[2]
+        y = rearrange(frames, "b c f h w -> (b f) c h w")  # every frame on its own: causality is kept
+        for block in self.refine:
+            y = y + block(y)
+        y = self.to_pixels(y)
+        return rearrange(y, "(b f) c h w -> b c f h w", b=b, f=f)
 
 
 def _nearest_powers_of_two(value: int) -> tuple[int, int]:
@@ -212,6 +316,12 @@ class CViViT(ConfigMixin, nn.Module):
         perceptual_network: nn.Module | Callable | str | None = "auto",
         perceptual_loss_weight: float = 1.0,
         use_vgg_and_gan: bool | None = None,
+        pixel_head: str = "conv",
+        pixel_head_dim: int = 32,
+        pixel_head_depth: int = 2,
+        kmeans_init: bool = True,
+        threshold_ema_dead_code: float = 2.0,
+        discr_start_step: int = 10000,
     ):
         super().__init__()
         for name, value in (("dim", dim), ("temporal_patch_size", temporal_patch_size), ("channels", channels)):
@@ -219,6 +329,10 @@ class CViViT(ConfigMixin, nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {value}")
         if gan_loss not in ("hinge", "bce"):
             raise ValueError(f"gan_loss must be 'hinge' or 'bce', got {gan_loss!r}")
+        if discr_start_step < 0:
+            raise ValueError(f"discr_start_step must be >= 0, got {discr_start_step}")
+        if threshold_ema_dead_code < 0:
+            raise ValueError(f"threshold_ema_dead_code must be >= 0, got {threshold_ema_dead_code}")
 
         if use_vgg_and_gan is not None:  # the public reference's single switch
             use_gan = use_vgg_and_gan
@@ -270,18 +384,19 @@ class CViViT(ConfigMixin, nn.Module):
             codebook_dim,
             commitment_weight,
             tuple(fsq_levels) if exists(fsq_levels) else None,
+            kmeans_init=kmeans_init,
+            threshold_ema_dead_code=threshold_ema_dead_code,
         )
 
-        self.to_first_frame_pixels = nn.Sequential(
-            nn.Linear(dim, first_dim),
-            Rearrange("b 1 h w (c p1 p2) -> b c 1 (h p1) (w p2)", p1=ph, p2=pw),
-        )
-        self.to_rest_pixels = nn.Sequential(
-            nn.Linear(dim, rest_dim),
-            Rearrange("b t h w (c pt p1 p2) -> b c (t pt) (h p1) (w p2)", pt=tp, p1=ph, p2=pw),
+        self.pixel_head = PixelHead(
+            dim, channels, self.patch_size, tp, kind=pixel_head, head_dim=pixel_head_dim, head_depth=pixel_head_depth
         )
 
-        # adversarial training
+        # adversarial training, after a warm-up of `discr_start_step` training steps (VQGAN's discriminator start):
+        # a random discriminator only adds noise, and the adaptive weight is huge while it is random.
+        # `gan_step` counts generator training forwards (a trainer sets it to its own step count)
+        self.discr_start_step = discr_start_step
+        self.register_buffer("gan_step", torch.zeros((), dtype=torch.long))
         self.gan_loss = gan_loss
         self.adversarial_loss_weight = adversarial_loss_weight
         self.grad_penalty_weight = grad_penalty_weight
@@ -293,14 +408,19 @@ class CViViT(ConfigMixin, nn.Module):
             self.discr = Discriminator(channels=channels, dim=discr_dim, num_blocks=discr_blocks)
 
         # perceptual loss: frozen, kept out of the optimizer and of saved weights
+        self.perceptual_status = "off" if perceptual_network is None else "given"
         if perceptual_network == "auto":
             perceptual_network = load_vgg16_features()
+            self.perceptual_status = "vgg16" if exists(perceptual_network) else "unavailable"
+            if not exists(perceptual_network):
+                _warn_no_vgg_once()
         elif isinstance(perceptual_network, str):
             raise ValueError(f"perceptual_network must be 'auto', None or a module, got {perceptual_network!r}")
         self.perceptual_loss_weight = perceptual_loss_weight
         self._perceptual = [perceptual_network] if exists(perceptual_network) else []
         if exists(perceptual_network) and isinstance(perceptual_network, nn.Module):
             perceptual_network.eval().requires_grad_(False)
+        self._register_load_state_dict_pre_hook(_upgrade_state_dict, with_module=True)
 
     # ------------------------------------------------------------------ geometry
 
@@ -370,6 +490,8 @@ class CViViT(ConfigMixin, nn.Module):
             )
         if not video.is_floating_point():
             raise TypeError(f"video must be a float tensor, got dtype {video.dtype}")
+        if not bool(torch.isfinite(video).all()):
+            raise ValueError("video holds NaN or infinite values: expected finite pixel values (e.g. in [0, 1])")
         b, c, f, h, w = video.shape
         if c != self.channels:
             raise ValueError(f"video has {c} channels, this CViViT expects channels={self.channels}")
@@ -411,11 +533,18 @@ class CViViT(ConfigMixin, nn.Module):
         tokens = self._spatial(self.enc_spatial, self.enc_spatial_bias, tokens)
         return self._temporal(self.enc_temporal, tokens)
 
-    def quantize(self, latents: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """latents (b, t, h, w, d) -> (quantized (b, t, h, w, d), ids (b, t, h, w), aux loss)."""
+    def quantize(self, latents: Tensor, token_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """latents (b, t, h, w, d) -> (quantized (b, t, h, w, d), ids (b, t, h, w), aux loss).
+
+        `token_mask` (b, t) bool marks token frames that hold real video: the others (padding) do not update
+        the codebook and are left out of the quantizer's loss.
+        """
         b, t, h, w, _ = latents.shape
         flat = rearrange(latents, "b t h w d -> b (t h w) d")
-        quantized, ids, aux_loss = self.quantizer(flat)
+        flat_mask = None
+        if exists(token_mask) and not bool(token_mask.all()):
+            flat_mask = repeat(token_mask, "b t -> b (t h w)", h=h, w=w)
+        quantized, ids, aux_loss = self.quantizer(flat, mask=flat_mask)
         quantized = rearrange(quantized, "b (t h w) d -> b t h w d", t=t, h=h, w=w)
         ids = rearrange(ids, "b (t h w) -> b t h w", t=t, h=h, w=w)
         return quantized, ids, aux_loss
@@ -424,10 +553,16 @@ class CViViT(ConfigMixin, nn.Module):
         """quantized latents (b, t, h, w, d) -> video (b, c, 1 + (t-1)*tp, H, W)."""
         x = self._temporal(self.dec_temporal, quantized)
         x = self._spatial(self.dec_spatial, self.dec_spatial_bias, x)
-        frames = self.to_first_frame_pixels(x[:, :1])
-        if x.shape[1] > 1:
-            frames = torch.cat((frames, self.to_rest_pixels(x[:, 1:])), dim=2)
-        return frames
+        return self.pixel_head(x)
+
+    def token_frame_mask(self, frame_mask: Tensor) -> Tensor:
+        """(b, f) bool over video frames -> (b, t) bool over token frames: a token frame is real when any of the
+        frames it covers is (the first frame alone, then `temporal_patch_size` frames per token frame)."""
+        first, rest = frame_mask[:, :1], frame_mask[:, 1:]
+        if rest.shape[1] == 0:
+            return first
+        rest = rearrange(rest, "b (t tp) -> b t tp", tp=self.temporal_patch_size).any(dim=-1)
+        return torch.cat((first, rest), dim=1)
 
     @torch.no_grad()
     def tokenize(self, video: Tensor) -> Tensor:
@@ -448,6 +583,11 @@ class CViViT(ConfigMixin, nn.Module):
         elif ids.ndim != 4:
             raise ValueError(f"codebook ids must be (b, t, h, w) or (b, t*h*w), got shape {tuple(ids.shape)}")
         b, t, h, w = ids.shape
+        if exists(self.image_size) and (h, w) != self.patch_grid():
+            raise ValueError(
+                f"codebook ids are on a {h}x{w} token grid, this CViViT was built for image_size={self.image_size} "
+                f"(a {self.patch_grid()[0]}x{self.patch_grid()[1]} grid)"
+            )
         codes = self.quantizer.codes_from_ids(rearrange(ids, "b t h w -> b (t h w)"))
         codes = rearrange(codes, "b (t h w) d -> b t h w d", t=t, h=h, w=w)
         return self.decode(codes)
@@ -469,6 +609,15 @@ class CViViT(ConfigMixin, nn.Module):
         params = {name: p.detach() for name, p in self.discr.named_parameters()}
         return functional_call(self.discr, params, (images,))
 
+    @property
+    def adversarial_active(self) -> bool:
+        """Whether the adversarial loss is on: a discriminator exists and the warm-up has passed."""
+        return (
+            self.discr is not None
+            and self.adversarial_loss_weight > 0
+            and int(self.gan_step) >= self.discr_start_step
+        )
+
     def forward(
         self,
         video: Tensor,
@@ -479,21 +628,31 @@ class CViViT(ConfigMixin, nn.Module):
         apply_grad_penalty: bool = True,
         return_only_codebook_ids: bool = False,
         return_loss_breakdown: bool = False,
+        grad_penalty_scale: float = 1.0,
     ):
-        """See the class docstring. `mask` (b, f) bool marks real frames of padded clips."""
+        """See the class docstring. `mask` (b, f) bool marks real frames of padded clips: padded frames enter
+        no loss, no codebook update and no discriminator input. `grad_penalty_scale` multiplies the R1 penalty
+        (StyleGAN2's lazy regularisation: a trainer applying it every N steps passes N)."""
         video, is_image = self._as_video(video)
-        if exists(mask) and (mask.dtype != torch.bool or mask.shape != video.shape[:1] + video.shape[2:3]):
-            raise ValueError(
-                f"mask must be bool (batch, frames) = {tuple(video.shape[:1] + video.shape[2:3])}, "
-                f"got {mask.dtype} {tuple(mask.shape)}"
-            )
+        if exists(mask):
+            if mask.dtype != torch.bool or mask.shape != video.shape[:1] + video.shape[2:3]:
+                raise ValueError(
+                    f"mask must be bool (batch, frames) = {tuple(video.shape[:1] + video.shape[2:3])}, "
+                    f"got {mask.dtype} {tuple(mask.shape)}"
+                )
+            if not bool(mask.any(dim=1).all()):
+                empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
+                raise ValueError(f"mask marks no real frame for batch item(s) {empty}: every clip needs at least one")
+            if bool(mask.all()):
+                mask = None  # nothing padded: the plain losses are the same and cheaper
+        token_mask = self.token_frame_mask(mask) if exists(mask) else None
 
         if return_discr_loss:
             if self.discr is None:
                 raise ValueError("return_discr_loss=True needs a discriminator: build CViViT with use_gan=True")
             # the tokenizer is only an input here: no graph, and no second codebook update for this batch
             with torch.no_grad(), _quantizer_frozen(self.quantizer):
-                recon = self.decode(self.quantize(self.encode(video))[0])
+                recon = self.decode(self.quantize(self.encode(video), token_mask)[0])
             real, fake = self._discriminator_frames(video, recon, mask)
             if apply_grad_penalty:
                 real = real.detach().requires_grad_()
@@ -501,12 +660,13 @@ class CViViT(ConfigMixin, nn.Module):
             discr_loss_fn = hinge_discr_loss if self.gan_loss == "hinge" else bce_discr_loss
             loss = discr_loss_fn(fake_logits, real_logits)
             if apply_grad_penalty and self.grad_penalty_weight > 0:
-                loss = loss + self.grad_penalty_weight * gradient_penalty(real, real_logits)
+                penalty = gradient_penalty(real, real_logits)
+                loss = loss + self.grad_penalty_weight * grad_penalty_scale * penalty
             recon_out = recon.squeeze(2) if is_image else recon
             return (loss, recon_out) if return_recons else loss
 
         latents = self.encode(video)
-        quantized, ids, aux_loss = self.quantize(latents)
+        quantized, ids, aux_loss = self.quantize(latents, token_mask)
         if return_only_codebook_ids:
             return ids
 
@@ -521,13 +681,21 @@ class CViViT(ConfigMixin, nn.Module):
         else:
             recon_loss = F.mse_loss(recon, video)
 
-        breakdown = {"recon": recon_loss.detach(), "quantizer": aux_loss.detach()}
+        usage, perplexity = codebook_stats(ids, self.codebook_size, token_mask)
+        breakdown = {
+            "recon": recon_loss.detach(),
+            "quantizer": aux_loss.detach(),
+            "codebook_usage": usage,
+            "codebook_perplexity": perplexity,
+        }
         loss = recon_loss + aux_loss
 
-        need_frames = self.perceptual_network is not None or (
-            self.discr is not None and self.adversarial_loss_weight > 0 and self.training
-        )
-        if need_frames:
+        training = self.training and torch.is_grad_enabled()
+        adversarial = training and self.adversarial_active
+        if training:
+            self.gan_step += 1
+
+        if self.perceptual_network is not None and self.perceptual_loss_weight > 0 or adversarial:
             real_frames, fake_frames = self._discriminator_frames(video, recon, mask)
 
         if self.perceptual_network is not None and self.perceptual_loss_weight > 0:
@@ -538,11 +706,10 @@ class CViViT(ConfigMixin, nn.Module):
             loss = loss + self.perceptual_loss_weight * perceptual
 
         # the adversarial term needs gradients for its adaptive weight: training only
-        if self.discr is not None and self.adversarial_loss_weight > 0 and self.training and torch.is_grad_enabled():
+        if adversarial:
             gen_loss_fn = hinge_gen_loss if self.gan_loss == "hinge" else bce_gen_loss
             gen_loss = gen_loss_fn(self._discr_logits(fake_frames, frozen=True))
-            last_layers = [self.to_first_frame_pixels[0].weight, self.to_rest_pixels[0].weight]
-            weight = adaptive_weight(loss, gen_loss, last_layers)
+            weight = adaptive_weight(loss, gen_loss, self.pixel_head.last_layers())
             breakdown["adversarial"] = gen_loss.detach()
             breakdown["adaptive_weight"] = weight
             loss = loss + self.adversarial_loss_weight * weight * gen_loss
@@ -558,6 +725,15 @@ class CViViT(ConfigMixin, nn.Module):
         """Parameters of the tokenizer proper (everything but the discriminator)."""
         return [p for name, p in self.named_parameters() if not name.startswith("discr.") and p.requires_grad]
 
+    def non_averaged_state_names(self) -> list[str]:
+        """Parameter and buffer names that a weight average (EMA) must copy rather than average: the VQ codebook
+        (already an EMA of the encoder's outputs, kept unit-norm for cosine similarity, with its usage counts)
+        and step counters."""
+        names = [f"quantizer.{name}" for name, _ in self.quantizer.named_buffers()]
+        if self.quantizer.kind == "vq":  # the codebook's projections are trained weights: those are averaged
+            names += [f"quantizer.{name}" for name, _ in self.quantizer.named_parameters() if "_codebook" in name]
+        return names + ["gan_step"]
+
     def discriminator_parameters(self):
         return list(self.discr.parameters()) if self.discr is not None else []
 
@@ -569,9 +745,8 @@ class CViViT(ConfigMixin, nn.Module):
         return self
 
     def save(self, path: str | Path):
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path))
+        """Write the weights to a safetensors file atomically (temp file + rename), with a checksum."""
+        atomic_save_safetensors(self, path)
 
 
 @contextlib.contextmanager
@@ -583,6 +758,46 @@ def _quantizer_frozen(quantizer: nn.Module):
         yield
     finally:
         quantizer.train(was_training)
+
+
+@torch.no_grad()
+def codebook_stats(ids: Tensor, codebook_size: int, token_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(fraction of the codebook used, perplexity of the code histogram) over ids (b, t, h, w).
+
+    `token_mask` (b, t) leaves padded token frames out. Perplexity is exp(entropy): 1 when a single code is
+    used, `codebook_size` when all are used equally often.
+    """
+    if exists(token_mask):
+        ids = ids[token_mask]
+    counts = torch.bincount(ids.flatten(), minlength=codebook_size).float()
+    probs = counts / counts.sum().clamp(min=1)
+    entropy = -(probs * probs.clamp(min=1e-12).log()).sum()
+    return (counts > 0).float().mean(), entropy.exp()
+
+
+def _upgrade_state_dict(module, state_dict, prefix, *args):
+    """Weights saved before the pixel head and the GAN warm-up counter existed still load."""
+    for old, new in (("to_first_frame_pixels.", "pixel_head.to_first."), ("to_rest_pixels.", "pixel_head.to_rest.")):
+        for key in [k for k in state_dict if k.startswith(prefix + old)]:
+            state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
+    state_dict.setdefault(prefix + "gan_step", torch.zeros((), dtype=torch.long))
+
+
+_warned_no_vgg = False
+
+
+def _warn_no_vgg_once():
+    global _warned_no_vgg
+    if _warned_no_vgg:
+        return
+    _warned_no_vgg = True
+    warnings.warn(
+        "CViViT(perceptual_network='auto'): torchvision or its VGG16 ImageNet weights "
+        f"({Path(torch.hub.get_dir()) / 'checkpoints' / 'vgg16-397923af.pth'}) are not available, so this tokenizer "
+        "trains WITHOUT a perceptual loss. Put the weights file there, pass perceptual_network=<any module mapping "
+        "images to features>, or perceptual_network=None to silence this warning.",
+        stacklevel=3,
+    )
 
 
 def _silence_vq_warnings():

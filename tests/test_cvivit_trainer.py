@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def tiny_cvivit(seed: int = 0, **overrides):
     torch.manual_seed(seed)
-    return helpers.tiny_cvivit(**{"image_size": None, **overrides})
+    return helpers.tiny_cvivit(**{"image_size": None, "discr_start_step": 0, **overrides})
 
 
 def synthetic(num_samples: int = 24, image_size: int = 16):
@@ -65,6 +65,10 @@ def test_training_reduces_the_reconstruction_loss(trained):
     assert all(key in logs[-1] for key in ("loss", "quantizer_loss", "discr_loss", "grad_norm", "lr"))
     valid = [entry["valid_recon_loss"] for entry in logs if "valid_recon_loss" in entry]
     assert len(valid) == 2 and valid[1] < valid[0]
+    psnr = [entry["valid_psnr"] for entry in logs if "valid_psnr" in entry]
+    assert len(psnr) == 2 and psnr[1] > psnr[0]
+    assert all(0 < entry["valid_codebook_usage"] <= 1 for entry in logs if "valid_recon_loss" in entry)
+    assert all("codebook_usage" in entry and "codebook_perplexity" in entry for entry in logs)
 
 
 def test_ema_and_discriminator_weights_move(trained):

@@ -48,6 +48,11 @@ def collate_clips(items: list) -> dict[str, Any]:
     return collate_videos(normalised)
 
 
+def _log_name(name: str) -> str:
+    """Breakdown keys as logged: losses get a `_loss` suffix, statistics keep their names."""
+    return name if name in ("adaptive_weight", "codebook_usage", "codebook_perplexity") else f"{name}_loss"
+
+
 def _masked_mse(recon: Tensor, video: Tensor, mask: Tensor | None) -> Tensor:
     if mask is None:
         return F.mse_loss(recon, video)
@@ -67,7 +72,7 @@ class CViViTTrainer(BaseTrainer):
     """
 
     find_unused_parameters = True  # the discriminator idles in the generator pass, and vice versa
-    progress_keys = ("loss", "recon_loss", "discr_loss")
+    progress_keys = ("loss", "recon_loss", "discr_loss", "codebook_usage")
 
     def __init__(
         self,
@@ -106,6 +111,9 @@ class CViViTTrainer(BaseTrainer):
         num_workers: int = 0,
         cpu: bool = False,
         accelerate_kwargs: dict | None = None,
+        max_nonfinite_in_a_row: int | None = None,
+        collapse_warn_usage: float = 0.05,
+        collapse_warn_after: int = 100,
     ):
         if (folder is None) == (dataset is None):
             raise ValueError("pass exactly one of folder= (a directory of videos or images) or dataset=")
@@ -131,6 +139,7 @@ class CViViTTrainer(BaseTrainer):
             num_workers=num_workers,
             cpu=cpu,
             accelerate_kwargs=accelerate_kwargs,
+            max_nonfinite_in_a_row=max_nonfinite_in_a_row,
         )
         self.cvivit = cvivit
         self.folder, self.dataset = folder, dataset
@@ -146,6 +155,8 @@ class CViViTTrainer(BaseTrainer):
         self.random_split_seed = seed if random_split_seed is None else random_split_seed
         self.save_results_every = save_results_every
         self.samples_folder = self.results_folder / "samples"
+        self.collapse_warn_usage, self.collapse_warn_after = collapse_warn_usage, collapse_warn_after
+        self._collapse_warned = False
         self._valid_batch: dict[str, Any] | None = None
         self._last_batch: dict[str, Any] | None = None
         self.setup()
@@ -187,6 +198,12 @@ class CViViTTrainer(BaseTrainer):
         self.set_data_with_validation(dataset, collate_clips, self.valid_frac, self.random_split_seed)
 
         self.has_discr = getattr(cvivit, "discr", None) is not None and len(cvivit.discriminator_parameters()) > 0
+        status = getattr(cvivit, "perceptual_status", None)
+        if status == "unavailable":
+            self.print(
+                "note: perceptual_network='auto' found no VGG16 weights on disk: training without a perceptual loss "
+                "(see the README's C-ViViT options to supply weights or another network)"
+            )
         optimizers = {"generator": self.make_adamw(cvivit.generator_parameters(), lr=self.lr, weight_decay=self.wd)}
         if self.has_discr:
             optimizers["discriminator"] = self.make_adamw(
@@ -197,7 +214,13 @@ class CViViTTrainer(BaseTrainer):
             name: LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
             for name, opt in optimizers.items()
         }
-        self.prepare(cvivit, optimizers, schedulers, ema_kwargs=self.ema_kwargs if self.use_ema else None)
+        ema_kwargs = None
+        if self.use_ema:
+            # the codebook is already an exponential average of the encoder's outputs (and must stay on the unit
+            # sphere for cosine similarity): the EMA copy takes it as it is instead of averaging it again
+            no_ema = set(getattr(cvivit, "non_averaged_state_names", lambda: [])())
+            ema_kwargs = {**self.ema_kwargs, "param_or_buffer_names_no_ema": no_ema}
+        self.prepare(cvivit, optimizers, schedulers, ema_kwargs=ema_kwargs)
 
     def hparams(self) -> dict[str, Any]:
         return {
@@ -227,24 +250,33 @@ class CViViTTrainer(BaseTrainer):
         self._last_batch = batches[0]
         model = self.model  # the prepared (possibly DDP-wrapped) model: always called, never reached into
 
+        unwrapped = self.unwrapped_model
+        if hasattr(unwrapped, "gan_step"):
+            unwrapped.gan_step.fill_(self.step)  # the adversarial warm-up counts trainer steps, not micro-batches
+        adversarial = getattr(unwrapped, "adversarial_active", True)  # as the generator step sees it
+
         def generator_loss(batch):
             video, mask = self._video_and_mask(batch)
             loss, breakdown = model(video, mask=mask, return_loss_breakdown=True)
-            return {
-                "loss": loss,
-                **{f"{name}_loss" if name != "adaptive_weight" else name: value for name, value in breakdown.items()},
-            }
+            return {"loss": loss, **{_log_name(name): value for name, value in breakdown.items()}}
 
         lr = self.optimizers["generator"].param_groups[0]["lr"]  # read before the scheduler moves it
         logs = self.optimizer_step("generator", batches, generator_loss, max_grad_norm=self.max_grad_norm)
         logs["lr"] = lr
+        self._watch_codebook(logs)
 
-        if self.has_discr:
-            penalty = self.apply_grad_penalty_every > 0 and self.step % self.apply_grad_penalty_every == 0
+        # before the warm-up ends the adversarial term is off, so the discriminator is not trained either (as in
+        # VQGAN, where its loss is multiplied by 0 until then): both start together
+        if self.has_discr and adversarial:
+            every = self.apply_grad_penalty_every
+            penalty = every > 0 and self.step % every == 0
 
             def discriminator_loss(batch):
-                video, _ = self._video_and_mask(batch)
-                return {"loss": model(video, return_discr_loss=True, apply_grad_penalty=penalty)}
+                video, mask = self._video_and_mask(batch)
+                loss = model(
+                    video, mask=mask, return_discr_loss=True, apply_grad_penalty=penalty, grad_penalty_scale=every
+                )
+                return {"loss": loss}
 
             discr_logs = self.optimizer_step(
                 "discriminator", batches, discriminator_loss, max_grad_norm=self.discr_max_grad_norm
@@ -252,7 +284,22 @@ class CViViTTrainer(BaseTrainer):
             logs.update({f"discr_{key}": value for key, value in discr_logs.items()})
 
         self.finish_step()
+        if hasattr(unwrapped, "gan_step"):
+            unwrapped.gan_step.fill_(self.step)
         return logs
+
+    def _watch_codebook(self, logs: dict[str, float]):
+        """Warn (once per collapse) when the batch uses under `collapse_warn_usage` of the codebook."""
+        usage = logs.get("codebook_usage")
+        if usage is None or self.step < self.collapse_warn_after:
+            return
+        collapsed = usage < self.collapse_warn_usage
+        if collapsed and not self._collapse_warned:
+            self.print(
+                f"warning: step {self.step}: the batch used only {usage:.1%} of the codebook (perplexity "
+                f"{logs.get('codebook_perplexity', float('nan')):.1f}): the codebook is collapsing"
+            )
+        self._collapse_warned = collapsed
 
     def after_step(self) -> dict[str, float]:
         if self.step % self.save_results_every == 0:
@@ -290,13 +337,27 @@ class CViViTTrainer(BaseTrainer):
         try:
             with preserved_rng():
                 recon = model(video, return_recons_only=True)
+            loss = _masked_mse(recon, video, mask).item()
+            # what a generator's tokens decode to: PSNR, SSIM, flicker and codebook use of the held-out batch
+            from ..evaluation import evaluate_tokenizer
+
+            items = {"video": video, "frame_mask": mask} if mask is not None else {"video": video}
+            report = evaluate_tokenizer(model, [items], progress=False)
         finally:
             model.train(was_training)
-        loss = _masked_mse(recon, video, mask).item()
+        prefix = "valid" if key.startswith("valid") else "train_eval"
+        logs = {key: loss}
+        for name in ("psnr", "ssim", "flicker", "codebook_usage", "codebook_perplexity"):
+            value = getattr(report, name)
+            if value is not None:
+                logs[f"{prefix}_{name}"] = float(value)
         path = self.samples_folder / f"step-{self.step:08d}.gif"
         save_video(torch.cat((video, recon.clamp(0.0, 1.0)), dim=-1).float().cpu(), path, fps=8)
-        self.print(f"step {self.step}: {key} {loss:.5f}, samples in {str(path)!r}")
-        return {key: loss}
+        self.print(
+            f"step {self.step}: {key} {loss:.5f}, PSNR {report.psnr:.2f} dB, codebook usage "
+            f"{report.codebook_usage:.1%}, samples in {str(path)!r}"
+        )
+        return logs
 
     def on_train_end(self):
         if self.is_main:

@@ -20,6 +20,7 @@ setup(
         "sentencepiece>=0.1.99",
         "protobuf>=3.20",
         "accelerate>=0.30",
+        "huggingface_hub>=0.23",
         "ema-pytorch>=0.5",
         "safetensors>=0.4",
         "av>=11",

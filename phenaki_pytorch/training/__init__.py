@@ -1,6 +1,6 @@
 """Trainers on accelerate and their checkpoints."""
 
-from .base import BaseTrainer, ResumableBatchSampler, preserved_rng
+from .base import BaseTrainer, NonFiniteTrainingError, ResumableBatchSampler, preserved_rng
 from .checkpoint import (
     CheckpointManager,
     get_rng_state,
@@ -15,6 +15,7 @@ __all__ = [
     "BaseTrainer",
     "CViViTTrainer",
     "CheckpointManager",
+    "NonFiniteTrainingError",
     "ResumableBatchSampler",
     "get_rng_state",
     "load_checkpoint",

@@ -114,6 +114,7 @@ class PhenakiTrainer(BaseTrainer):
         num_workers: int = 0,
         cpu: bool = False,
         accelerate_kwargs: dict | None = None,
+        max_nonfinite_in_a_row: int | None = None,
     ):
         if (folder is None) == (dataset is None):
             raise ValueError("pass exactly one of folder= (captioned videos: a folder or a manifest) or dataset=")
@@ -158,6 +159,7 @@ class PhenakiTrainer(BaseTrainer):
             num_workers=num_workers,
             cpu=cpu,
             accelerate_kwargs=accelerate_kwargs,
+            max_nonfinite_in_a_row=max_nonfinite_in_a_row,
         )
         self.phenaki = phenaki
         self.folder, self.dataset = folder, dataset

@@ -1,4 +1,4 @@
-"""Evaluation: tokenizer reconstruction metrics and Fréchet Video Distance."""
+"""Evaluation: tokenizer reconstruction metrics, Fréchet Video Distance and the glyph benchmark's judges."""
 
 from .fvd import (
     I3D_PROTOCOL,
@@ -26,28 +26,48 @@ from .metrics import (
     ssim,
     token_frame_mask,
 )
+from .probe import (
+    ShapeProbe,
+    consistent_clips,
+    dominant_color,
+    gaussian_blur,
+    judge_videos,
+    motion_direction,
+    probe_accuracy,
+    temporal_consistency,
+    train_shape_probe,
+)
 
 __all__ = [
-    "I3D_PROTOCOL",
-    "MAX_PSNR",
     "CodebookHistogram",
     "FVDResult",
     "I3DFeatures",
+    "I3D_PROTOCOL",
+    "MAX_PSNR",
+    "ShapeProbe",
     "TokenizerMetrics",
     "TokenizerReport",
     "VideoFeatureProtocol",
     "codebook_perplexity",
     "codebook_usage",
+    "consistent_clips",
+    "dominant_color",
     "evaluate_tokenizer",
     "feature_statistics",
     "flicker",
     "frechet_distance",
     "frechet_video_distance",
+    "gaussian_blur",
+    "judge_videos",
     "load_i3d_torchscript",
+    "motion_direction",
     "mse_to_psnr",
     "per_frame_mse",
+    "probe_accuracy",
     "psnr",
     "ssim",
+    "temporal_consistency",
     "token_frame_mask",
+    "train_shape_probe",
     "video_features",
 ]

@@ -9,7 +9,7 @@ bounded by MaskGit's `max_seq_len`: only one window at a time must fit.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,10 +33,18 @@ class Scene:
 
 @dataclass
 class Story:
-    video: Tensor  # (b, c, total_frames, h, w) in [0, 1]
+    """The scenes of a story and, unless the frames went to a `frame_sink`, the whole video."""
+
+    video: Tensor | None  # (b, c, total_frames, h, w) in [0, 1]; None when streamed to frame_sink
     scenes: list[Scene]
 
+    @property
+    def num_frames(self) -> int:
+        return self.scenes[-1].end if self.scenes else 0
+
     def scene_video(self, index: int) -> Tensor:
+        if self.video is None:
+            raise ValueError("this story was streamed to frame_sink: its frames were not kept (Story.video is None)")
         scene = self.scenes[index]
         return self.video[:, :, scene.start : scene.end]
 
@@ -45,12 +53,23 @@ def _frames(duration: int | float, fps: float | None, index: int) -> int:
     if isinstance(duration, bool) or not isinstance(duration, (int, float)):
         raise TypeError(f"scene {index}: duration must be frames (int) or seconds (float), got {duration!r}")
     if isinstance(duration, float):
+        if not math.isfinite(duration):
+            raise ValueError(f"scene {index}: duration must be a finite number of seconds, got {duration}")
         if fps is None:
             raise ValueError(f"scene {index}: a duration in seconds ({duration}) needs fps=")
         duration = round(duration * fps)
     if duration < 1:
         raise ValueError(f"scene {index}: duration must be at least one frame, got {duration}")
     return int(duration)
+
+
+def _check_optional_int(name: str, value, minimum: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
 @typechecked
@@ -65,17 +84,31 @@ def sample_story(
     batch_size: int = 1,
     generator: torch.Generator | None = None,
     show_progress: bool = True,
+    frame_sink: Callable[[Tensor], None] | None = None,
+    max_frames: int | None = None,
     **sample_kwargs,
 ) -> Story:
     """One continuous video for `scenes = [(prompt, duration), ...]`.
 
-    prime_frames   K, frames of context carried into each new window (1 + j * temporal_patch_size;
-                   default: the largest such K that leaves at least half of a window for new frames)
-    window_frames  frames per window, primed ones included (1 + k * temporal_patch_size; default:
-                   the most that fit in MaskGit's max_seq_len)
+    prime_frames   K, frames of context carried into each new window (1 + j * temporal_patch_size, or 0 for
+                   independent windows; default: the largest such K that leaves at least half of a window
+                   for new frames)
+    window_frames  frames per window, primed ones included (1 + k * temporal_patch_size; default: the most
+                   that fit in MaskGit's max_seq_len)
+    frame_sink     called with each new chunk of frames (b, c, f, h, w) in [0, 1], in order, as it is made
+                   (e.g. `VideoWriter.write`); the frames are then not kept, `Story.video` is None, and memory
+                   stays flat however long the story. Without it the video is filled into one preallocated
+                   tensor and returned as `Story.video`.
+    max_frames     refuse (ValueError) a story planned longer than this
     """
     if not scenes:
         raise ValueError("scenes must hold at least one (prompt, duration) pair")
+    _check_optional_int("prime_frames", prime_frames, 0)
+    _check_optional_int("window_frames", window_frames, 1)
+    _check_optional_int("max_frames", max_frames, 1)
+    _check_optional_int("batch_size", batch_size, 1)
+    if fps is not None and (isinstance(fps, bool) or not math.isfinite(fps) or fps <= 0):
+        raise ValueError(f"fps must be a positive finite number, got {fps}")
     cvivit = phenaki.cvivit
     tp = cvivit.temporal_patch_size
     tokens_per_frame = cvivit.tokens_per_frame()
@@ -89,10 +122,10 @@ def sample_story(
         )
     if prime_frames is None:
         prime_frames = 1 + max(((window - 1) // 2) // tp, 0) * tp if window > 1 + tp else 1
-    if not cvivit.is_valid_num_frames(prime_frames) or prime_frames + tp > window:
+    if prime_frames and (not cvivit.is_valid_num_frames(prime_frames) or prime_frames + tp > window):
         raise ValueError(
-            f"prime_frames must be 1 + j * {tp} and leave room for at least {tp} new frames in a "
-            f"{window}-frame window, got {prime_frames}"
+            f"prime_frames must be 0 (no context) or 1 + j * {tp} and leave room for at least {tp} new frames "
+            f"in a {window}-frame window, got {prime_frames}"
         )
     new_per_window = ((window - prime_frames) // tp) * tp
 
@@ -104,26 +137,28 @@ def sample_story(
         frames = _frames(duration, fps, index)
         plan.append(Scene(prompt, frames, start))
         start += frames
+        if max_frames is not None and start > max_frames:
+            raise ValueError(f"the story reaches {start} frames at scene {index}, more than max_frames={max_frames}")
 
-    video: Tensor | None = None
     total = start
+    video: Tensor | None = None  # the whole story, only without a frame_sink
+    tail: Tensor | None = None  # the last frames made: the context of the next window
+    made = 0
     progress = tqdm(total=total, desc="story", unit="frame", disable=not show_progress)
     for scene in plan:
         remaining = scene.num_frames
         while remaining > 0:
             texts = [scene.prompt] * batch_size
-            if video is None:  # the very first window has no context
+            if tail is None or prime_frames == 0:  # the first window, or no context: a fresh window
                 first = min(window, 1 + math.ceil((remaining - 1) / tp) * tp)
                 chunk = phenaki.sample(
                     texts=texts, num_frames=first, cond_scale=cond_scale, generator=generator, **sample_kwargs
                 )
             else:
-                context = video[:, :, -prime_frames:] if video.shape[2] >= prime_frames else None
-                if context is None:  # shorter than K so far: prime on the largest valid prefix length
-                    usable = 1 + ((video.shape[2] - 1) // tp) * tp
-                    context = video[:, :, -usable:]
+                usable = prime_frames if made >= prime_frames else 1 + ((made - 1) // tp) * tp
+                context = tail[:, :, tail.shape[2] - usable :]
                 count = min(new_per_window, math.ceil(remaining / tp) * tp)
-                count = min(count, ((window - context.shape[2]) // tp) * tp)
+                count = min(count, ((window - usable) // tp) * tp)
                 chunk = phenaki.sample(
                     texts=texts,
                     num_frames=count,
@@ -133,8 +168,21 @@ def sample_story(
                     **sample_kwargs,
                 )
             chunk = chunk[:, :, :remaining]
-            video = chunk if video is None else torch.cat((video, chunk), dim=2)
-            remaining -= chunk.shape[2]
-            progress.update(chunk.shape[2])
+            n = chunk.shape[2]
+            if frame_sink is not None:
+                frame_sink(chunk)
+            else:
+                if video is None:  # one allocation for the whole story: no copying as it grows
+                    video = chunk.new_empty((chunk.shape[0], chunk.shape[1], total, *chunk.shape[3:]))
+                video[:, :, made : made + n] = chunk
+            if prime_frames:
+                # a copy, not a view: the tail must not keep a whole chunk (or the whole video) alive
+                tail = chunk[:, :, -prime_frames:] if tail is None else torch.cat((tail, chunk), dim=2)
+                tail = tail[:, :, -prime_frames:].clone()
+            else:
+                tail = chunk[:, :, :0]
+            made += n
+            remaining -= n
+            progress.update(n)
     progress.close()
     return Story(video=video, scenes=plan)

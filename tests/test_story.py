@@ -82,3 +82,47 @@ def test_story_errors(phenaki):
         sample_story(phenaki, [("", 5)])
     with pytest.raises(ValueError, match="at least one frame"):
         sample_story(phenaki, [("a", 0)])
+
+
+def test_streamed_story_equals_the_returned_tensor(phenaki):
+    scenes = [("a red square", 12), ("a blue circle", 9)]
+    kwargs = dict(window_frames=9, prime_frames=3, steps=2, show_progress=False)
+    whole = sample_story(phenaki, scenes, generator=torch.Generator().manual_seed(1), **kwargs)
+    chunks = []
+    streamed = sample_story(phenaki, scenes, generator=torch.Generator().manual_seed(1), frame_sink=chunks.append, **kwargs)
+    assert streamed.video is None and streamed.num_frames == whole.num_frames == 21
+    assert len(chunks) > 2 and all(chunk.ndim == 5 for chunk in chunks)
+    assert torch.equal(torch.cat(chunks, dim=2), whole.video)
+    assert streamed.scenes == whole.scenes
+    with pytest.raises(ValueError, match="frame_sink"):
+        streamed.scene_video(0)
+
+
+def test_streamed_story_keeps_only_the_context(phenaki, monkeypatch):
+    """With a sink, each window is primed from a small copy of the last frames, never from a view of a
+    bigger tensor that would keep the whole video alive."""
+    calls = record_calls(phenaki, monkeypatch)
+    sample_story(phenaki, [("a", 30)], window_frames=9, prime_frames=3, steps=1, show_progress=False, frame_sink=lambda c: None)
+    primes = [kwargs["prime_frames"] for kwargs, _ in calls if kwargs.get("prime_frames") is not None]
+    assert primes and all(p.shape[2] == 3 and p.untyped_storage().nbytes() <= p.numel() * p.element_size() for p in primes)
+
+
+def test_story_prime_frames_zero_gives_independent_windows(phenaki, monkeypatch):
+    calls = record_calls(phenaki, monkeypatch)
+    story = sample_story(phenaki, [("a", 20)], window_frames=9, prime_frames=0, steps=1, show_progress=False)
+    assert story.video.shape[2] == 20 and len(calls) == 3
+    assert all(kwargs.get("prime_frames") is None for kwargs, _ in calls)
+
+
+def test_story_durations_and_counts_are_checked(phenaki):
+    for duration in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite"):
+            sample_story(phenaki, [("a", duration)], fps=8.0)
+    with pytest.raises(ValueError, match="max_frames=100"):
+        sample_story(phenaki, [("a", 60), ("b", 1e9)], fps=8.0, max_frames=100)
+    with pytest.raises(TypeError, match="prime_frames"):
+        sample_story(phenaki, [("a", 5)], prime_frames=True)
+    with pytest.raises(TypeError, match="batch_size"):
+        sample_story(phenaki, [("a", 5)], batch_size=True)
+    with pytest.raises(ValueError, match="fps"):
+        sample_story(phenaki, [("a", 1.0)], fps=float("nan"))

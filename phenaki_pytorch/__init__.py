@@ -8,18 +8,38 @@ from .sampling import MaskGitScheduler, cosine_schedule
 from .story import Scene, Story, sample_story
 from .text import CallableTextEncoder, HFTextEncoder, TextEncoder, TextEncoderLoadError, get_text_encoder
 
+# The trainers pull in accelerate (and its imports): loaded on first use, so `import phenaki_pytorch` stays quick.
+_LAZY = {"CViViTTrainer": "phenaki_pytorch.training", "PhenakiTrainer": "phenaki_pytorch.training"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "Attention",
     "CallableTextEncoder",
     "ContinuousPositionBias",
     "CriticTrainer",
     "CViViT",
+    "CViViTTrainer",
     "Discriminator",
     "FeedForward",
     "HFTextEncoder",
     "MaskGit",
     "MaskGitScheduler",
     "Phenaki",
+    "PhenakiTrainer",
     "SelfCritic",
     "TextEncoder",
     "TextEncoderLoadError",

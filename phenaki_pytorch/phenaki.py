@@ -9,6 +9,7 @@ Shape legend: b batch, c channels, f frames, t token frames, h/w token grid, n =
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -24,6 +25,31 @@ from .sampling import MaskGitScheduler, gumbel_sample, random_training_mask
 from .serialization import ConfigMixin
 from .text import DEFAULT_TEXT_ENCODER, TextEncoder, get_text_encoder
 from .typecheck import typechecked
+
+
+def _check_int(name: str, value, minimum: int = 1, *, allow_none: bool = False) -> None:
+    """An int (not a bool: `True` would pass as 1) of at least `minimum`."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_finite(name: str, value, *, minimum: float | None = None) -> None:
+    """A finite number (or tensor of them): NaN or inf here would decode to all-zero ids without an error."""
+    if isinstance(value, Tensor):
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(f"{name} holds {bad} NaN or infinite values; expected finite numbers")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
 def _concat_kv(first: list, second: list) -> list:
@@ -369,10 +395,25 @@ class Phenaki(ConfigMixin, nn.Module):
 
         With `prime_frames` (b or 1, c, k, h, w) the new frames continue them; `num_frames`
         counts the new frames only (with `return_prime=True` the primed frames are put back
-        in front, exactly as given).
+        in front, exactly as given). A NaN or infinite `cond_scale`, `temperature`, `text_embeds` or
+        `prime_frames` is a ValueError naming it; counts must be ints (a bool is a TypeError).
         """
         if exists(text) and exists(texts):
             raise ValueError("pass text= or texts=, not both")
+        # one cheap check per call: non-finite inputs would otherwise come back as all-zero ids, silently
+        _check_int("num_frames", num_frames)
+        _check_int("batch_size", batch_size)
+        _check_int("steps", steps, allow_none=True)
+        _check_finite("cond_scale", cond_scale)
+        _check_finite("critic_noise_scale", critic_noise_scale)
+        if exists(temperature):
+            _check_finite("temperature", temperature, minimum=0.0)
+        if exists(text_embeds):
+            _check_finite("text_embeds", text_embeds)
+        if exists(prime_frames):
+            if not isinstance(prime_frames, Tensor):
+                raise TypeError(f"prime_frames must be a tensor (b, c, f, h, w), got {type(prime_frames).__name__}")
+            _check_finite("prime_frames", prime_frames)
         texts = text if exists(text) else texts
         if isinstance(texts, str):
             texts = [texts] * batch_size
@@ -473,12 +514,16 @@ def make_video(
     """Scenes one after another, each primed with the last frames of the video so far.
 
     `num_frames[i]` new frames for `texts[i]`; scene i > 0 is primed with the last
-    `prime_lengths[i - 1]` frames. Returns (entire_video, scenes).
+    `prime_lengths[i - 1]` frames (0: not primed). Returns (entire_video, scenes).
     """
     if len(texts) != len(num_frames):
         raise ValueError(f"got {len(texts)} texts but {len(num_frames)} num_frames")
     if len(prime_lengths) != len(texts) - 1:
         raise ValueError(f"prime_lengths needs one entry per scene after the first: {len(texts) - 1}, got {len(prime_lengths)}")
+    for index, frames in enumerate(num_frames):
+        _check_int(f"num_frames[{index}]", frames)
+    for index, length in enumerate(prime_lengths):
+        _check_int(f"prime_lengths[{index}]", length, minimum=0)
     scenes, entire = [], None
     for index, (text, frames) in enumerate(zip(texts, num_frames)):
         prime = None
@@ -486,7 +531,8 @@ def make_video(
             prime_length = prime_lengths[index - 1]
             if prime_length > entire.shape[2]:
                 raise ValueError(f"prime_lengths[{index - 1}]={prime_length} exceeds the {entire.shape[2]} frames so far")
-            prime = entire[:, :, -prime_length:]
+            # 0 means no priming (`[-0:]` would slice the whole video)
+            prime = entire[:, :, entire.shape[2] - prime_length :] if prime_length else None
         scene = phenaki.sample(
             texts=[text] * batch_size,
             num_frames=frames,

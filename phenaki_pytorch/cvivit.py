@@ -172,7 +172,8 @@ class PixelHead(nn.Module):
     `kind="linear"`: each token is projected straight to its patch (first frame) or tubelet (later frames) of
     pixels, as in ViT-VQGAN. Patches are decoded independently of their neighbours, which leaves a visible
     patch grid. `kind="conv"`: each token is projected to a patch of `head_dim`-channel features instead, then a
-    small residual stack of 3x3 convolutions runs over every frame: pixels at patch borders see both sides, and
+    small residual stack of 3x3 convolutions runs over every frame (16 channels and one block by default: on the
+    glyph benchmark 32 channels and two blocks gained 0.3 dB at 400 steps but took 1.8x the step time): pixels at patch borders see both sides, and
     no frame looks at any other, so the decoder stays causal.
     """
 
@@ -183,8 +184,8 @@ class PixelHead(nn.Module):
         patch_size: tuple[int, int],
         temporal_patch_size: int,
         kind: str = "conv",
-        head_dim: int = 32,
-        head_depth: int = 2,
+        head_dim: int = 16,
+        head_depth: int = 1,
     ):
         super().__init__()
         if kind not in ("linear", "conv"):
@@ -317,8 +318,8 @@ class CViViT(ConfigMixin, nn.Module):
         perceptual_loss_weight: float = 1.0,
         use_vgg_and_gan: bool | None = None,
         pixel_head: str = "conv",
-        pixel_head_dim: int = 32,
-        pixel_head_depth: int = 2,
+        pixel_head_dim: int = 16,
+        pixel_head_depth: int = 1,
         kmeans_init: bool = True,
         threshold_ema_dead_code: float = 2.0,
         discr_start_step: int = 10000,
@@ -726,13 +727,21 @@ class CViViT(ConfigMixin, nn.Module):
         return [p for name, p in self.named_parameters() if not name.startswith("discr.") and p.requires_grad]
 
     def non_averaged_state_names(self) -> list[str]:
-        """Parameter and buffer names that a weight average (EMA) must copy rather than average: the VQ codebook
-        (already an EMA of the encoder's outputs, kept unit-norm for cosine similarity, with its usage counts)
-        and step counters."""
-        names = [f"quantizer.{name}" for name, _ in self.quantizer.named_buffers()]
-        if self.quantizer.kind == "vq":  # the codebook's projections are trained weights: those are averaged
-            names += [f"quantizer.{name}" for name, _ in self.quantizer.named_parameters() if "_codebook" in name]
+        """Parameter and buffer names that a weight average (EMA) must copy rather than average.
+
+        The encoder and the quantizer: the codebook is already an exponential average of the encoder's outputs
+        (kept unit-norm for cosine similarity, re-seeded where codes die), fitted to the encoder as it is trained.
+        An averaged encoder would map clips onto a codebook it was never fitted to (on the glyph benchmark the EMA
+        encoder used 44% of the codes where the trained one used 67%). So an EMA copy holds the trained encoder and
+        codebook, gives exactly the trained ids, and averages only the decoder. Step counters are copied too.
+        """
+        prefixes = tuple(f"{name}." for name in self._ENCODER_MODULES)
+        names = [name for name, _ in self.named_parameters() if name.startswith(prefixes)]
+        names += [name for name, _ in self.named_buffers() if name.startswith(prefixes)]
         return names + ["gan_step"]
+
+    _ENCODER_MODULES = ("to_first_frame_tokens", "to_rest_tokens", "enc_spatial_bias", "enc_spatial", "enc_temporal",
+                        "quantizer")
 
     def discriminator_parameters(self):
         return list(self.discr.parameters()) if self.discr is not None else []

@@ -269,17 +269,13 @@ def test_ema_copy_keeps_the_trained_codebook(tmp_path):
         results_folder=tmp_path,
     )
     trainer.train()
-    # a trained model: its weights stop moving (learning rate 0) and the EMA catches up with them
-    for scheduler in trainer.schedulers.values():
-        scheduler.base_lrs = [0.0 for _ in scheduler.base_lrs]
-    trainer.num_train_steps = 80
-    trainer.train()
     online, ema = trainer.unwrapped_model.eval(), trainer.ema.ema_model.eval()
     embed = ema.quantizer.quantizer._codebook.embed
     torch.testing.assert_close(embed.norm(dim=-1), torch.ones_like(embed.norm(dim=-1)), atol=1e-4, rtol=0)
     torch.testing.assert_close(embed, online.quantizer.quantizer._codebook.embed)
     videos = torch.stack([data[i]["video"] for i in range(16)])
-    agree = (ema.tokenize(videos) == online.tokenize(videos)).float().mean()
-    assert agree > 0.98, f"EMA and online tokenizers agree on only {agree:.0%} of the ids"
+    assert torch.equal(ema.tokenize(videos), online.tokenize(videos))  # the trained encoder and codebook
+    decoder = [k for k in online.state_dict() if k.startswith("dec_") and online.state_dict()[k].is_floating_point()]
+    assert any(not torch.equal(ema.state_dict()[k], online.state_dict()[k]) for k in decoder)  # averaged
     exported = type(cvivit).from_pretrained(tmp_path / "tokenizer").eval()
     assert torch.equal(exported.tokenize(videos), ema.tokenize(videos))

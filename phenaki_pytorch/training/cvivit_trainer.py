@@ -216,8 +216,8 @@ class CViViTTrainer(BaseTrainer):
         }
         ema_kwargs = None
         if self.use_ema:
-            # the codebook is already an exponential average of the encoder's outputs (and must stay on the unit
-            # sphere for cosine similarity): the EMA copy takes it as it is instead of averaging it again
+            # the EMA copy takes the encoder and the codebook as trained (the codebook is fitted to that encoder)
+            # and averages the decoder: see CViViT.non_averaged_state_names
             no_ema = set(getattr(cvivit, "non_averaged_state_names", lambda: [])())
             ema_kwargs = {**self.ema_kwargs, "param_or_buffer_names_no_ema": no_ema}
         self.prepare(cvivit, optimizers, schedulers, ema_kwargs=ema_kwargs)

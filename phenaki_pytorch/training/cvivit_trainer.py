@@ -289,17 +289,19 @@ class CViViTTrainer(BaseTrainer):
         return logs
 
     def _watch_codebook(self, logs: dict[str, float]):
-        """Warn (once per collapse) when the batch uses under `collapse_warn_usage` of the codebook."""
+        """Warn when the batch uses under `collapse_warn_usage` of the codebook: once, and again only after usage
+        has recovered to twice that (a usage hovering at the threshold is one collapse, not many)."""
         usage = logs.get("codebook_usage")
         if usage is None or self.step < self.collapse_warn_after:
             return
-        collapsed = usage < self.collapse_warn_usage
-        if collapsed and not self._collapse_warned:
+        if usage < self.collapse_warn_usage and not self._collapse_warned:
             self.print(
                 f"warning: step {self.step}: the batch used only {usage:.1%} of the codebook (perplexity "
                 f"{logs.get('codebook_perplexity', float('nan')):.1f}): the codebook is collapsing"
             )
-        self._collapse_warned = collapsed
+            self._collapse_warned = True
+        elif usage >= 2 * self.collapse_warn_usage:
+            self._collapse_warned = False
 
     def after_step(self) -> dict[str, float]:
         if self.step % self.save_results_every == 0:

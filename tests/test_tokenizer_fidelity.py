@@ -279,3 +279,25 @@ def test_ema_copy_keeps_the_trained_codebook(tmp_path):
     assert any(not torch.equal(ema.state_dict()[k], online.state_dict()[k]) for k in decoder)  # averaged
     exported = type(cvivit).from_pretrained(tmp_path / "tokenizer").eval()
     assert torch.equal(exported.tokenize(videos), ema.tokenize(videos))
+
+
+# ------------------------------------------------------------------------------------ inputs that gave silent results
+
+
+def test_non_finite_video_is_an_error_everywhere():
+    cvivit = tiny()
+    video = torch.rand(1, 3, 3, 16, 16)
+    video[0, 0, 1, 2, 3] = float("nan")
+    for call in (cvivit.tokenize, cvivit, lambda v: cvivit(v, return_discr_loss=True)):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            call(video)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        cvivit.tokenize(torch.full((1, 3, 1, 16, 16), float("inf")))
+
+
+def test_ids_on_a_larger_grid_than_the_model_are_an_error():
+    cvivit = tiny()  # image_size 16, patch 8: a 2x2 grid
+    ids = torch.zeros(1, 2, 3, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="token grid"):
+        cvivit.decode_from_codebook_indices(ids)
+    assert cvivit.decode_from_codebook_indices(torch.zeros(1, 2, 2, 2, dtype=torch.long)).shape == (1, 3, 3, 16, 16)

@@ -74,7 +74,7 @@ def test_auto_only_picks_bf16_kernels_that_keep_fp32_accuracy():
 
 def test_codebook_search_runs_in_fp32_under_autocast():
     torch.manual_seed(0)
-    model = tiny_cvivit(use_gan=False)
+    model = tiny_cvivit(use_gan=False).eval()  # no codebook update between the two searches compared
     latents = torch.randn(2, 3, 2, 2, model.dim)
     seen = {}
     hook = model.quantizer.quantizer.register_forward_pre_hook(lambda m, args: seen.update(dtype=args[0].dtype))

@@ -279,6 +279,8 @@ def test_ema_copy_keeps_the_trained_codebook(tmp_path):
     assert any(not torch.equal(ema.state_dict()[k], online.state_dict()[k]) for k in decoder)  # averaged
     exported = type(cvivit).from_pretrained(tmp_path / "tokenizer").eval()
     assert torch.equal(exported.tokenize(videos), ema.tokenize(videos))
+    # a fine-tune of the export must not re-run the k-means initialisation over its trained codebook
+    assert bool(exported.quantizer.quantizer._codebook.initted) and int(exported.gan_step) == 40
 
 
 # ------------------------------------------------------------------------------------ inputs that gave silent results

@@ -286,7 +286,20 @@ class CViViTTrainer(BaseTrainer):
         self.finish_step()
         if hasattr(unwrapped, "gan_step"):
             unwrapped.gan_step.fill_(self.step)
+        self._copy_counters_to_ema()
         return logs
+
+    def _copy_counters_to_ema(self):
+        """ema-pytorch averages and copies float tensors only: the copied integer/bool buffers (the codebook's
+        `initted` flag, `gan_step`) are copied here, or an exported tokenizer would re-run its k-means
+        initialisation (and lose its codebook) on the first step of a fine-tune."""
+        if self.ema is None or not hasattr(self.unwrapped_model, "non_averaged_state_names"):
+            return
+        online = dict(self.unwrapped_model.named_buffers())
+        ema = dict(self.ema.ema_model.named_buffers())
+        for name in self.unwrapped_model.non_averaged_state_names():
+            if name in online and name in ema and not online[name].is_floating_point():
+                ema[name].copy_(online[name])
 
     def _watch_codebook(self, logs: dict[str, float]):
         """Warn when the batch uses under `collapse_warn_usage` of the codebook: once, and again only after usage

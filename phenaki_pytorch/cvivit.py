@@ -726,6 +726,30 @@ class CViViT(ConfigMixin, nn.Module):
         """Parameters of the tokenizer proper (everything but the discriminator)."""
         return [p for name, p in self.named_parameters() if not name.startswith("discr.") and p.requires_grad]
 
+    # tensors renamed since the first release, and the config those weights were trained under
+    _RENAMED = (("to_first_frame_pixels.", "pixel_head.to_first."), ("to_rest_pixels.", "pixel_head.to_rest."))
+
+    @classmethod
+    def upgrade_config(cls, config: dict) -> dict:
+        """Configs saved before the conv pixel head, the data-initialised codebook and the GAN warm-up existed
+        rebuild the model they were trained as: linear head, random codebook, adversarial loss from step 0."""
+        if "pixel_head" not in config:
+            config.update(pixel_head="linear", kmeans_init=False, threshold_ema_dead_code=0.0, discr_start_step=0)
+        return config
+
+    @classmethod
+    def upgrade_state_shapes(cls, shapes: dict) -> dict:
+        """Tensor names (and shapes) of older weights as this version names them (see `_upgrade_state_dict`)."""
+        out = {}
+        for name, shape in shapes.items():
+            for old, new in cls._RENAMED:
+                head, found, tail = name.partition(old)
+                if found and (not head or head.endswith(".")):
+                    name = head + new + tail
+                    out.setdefault(head + "gan_step", ())
+            out[name] = shape
+        return out
+
     def non_averaged_state_names(self) -> list[str]:
         """Parameter and buffer names that a weight average (EMA) must copy rather than average.
 
@@ -786,7 +810,7 @@ def codebook_stats(ids: Tensor, codebook_size: int, token_mask: Tensor | None = 
 
 def _upgrade_state_dict(module, state_dict, prefix, *args):
     """Weights saved before the pixel head and the GAN warm-up counter existed still load."""
-    for old, new in (("to_first_frame_pixels.", "pixel_head.to_first."), ("to_rest_pixels.", "pixel_head.to_rest.")):
+    for old, new in CViViT._RENAMED:
         for key in [k for k in state_dict if k.startswith(prefix + old)]:
             state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
     state_dict.setdefault(prefix + "gan_step", torch.zeros((), dtype=torch.long))

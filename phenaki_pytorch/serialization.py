@@ -798,8 +798,24 @@ class _TooLarge(Exception):
     pass
 
 
+def _upgraded_config(target: type, config: Mapping) -> dict:
+    """A class may translate configs written by older versions of itself (`upgrade_config`)."""
+    upgrade = getattr(target, "upgrade_config", None)
+    return upgrade(dict(config)) if callable(upgrade) else dict(config)
+
+
+def _upgraded_shapes(shapes: dict) -> dict:
+    """Tensor names of older formats, renamed by every registered class that renamed its tensors
+    (`upgrade_state_shapes`), so that nested models (a Phenaki holding a CViViT) are upgraded too."""
+    for cls in set(_REGISTRY.values()):
+        upgrade = getattr(cls, "upgrade_state_shapes", None)
+        if callable(upgrade):
+            shapes = upgrade(shapes)
+    return shapes
+
+
 def _build(target: type, payload: Mapping, overrides: Mapping, where: str) -> nn.Module:
-    config = payload["config"]
+    config = _upgraded_config(target, payload["config"])
     try:
         kwargs = {name: _from_json(value, where) for name, value in config.items() if name not in overrides}
         kwargs.update(overrides)
@@ -811,7 +827,7 @@ def _build(target: type, payload: Mapping, overrides: Mapping, where: str) -> nn
 def _build_and_load(cls: type, payload: Mapping, config_path: Path, weights_path: Path, overrides: Mapping):
     where = repr(str(config_path))
     target = _resolve_class(payload.get("class_path"), payload["class"], cls, where)
-    shapes = _safetensors_shapes(weights_path)
+    shapes = _upgraded_shapes(_safetensors_shapes(weights_path))
 
     # the same constructor on the meta device: shapes without memory, checked against the weights' header
     with _bounded_construction(2 * len(shapes) + 4096, where), torch.device("meta"):
@@ -893,7 +909,8 @@ def _from_json(value, where: str = "the config"):
         if not isinstance(value.get("config"), dict):
             raise ValueError(f"{where}: the nested model {value['__model__']!r} has no 'config' object")
         target = _resolve_class(value.get("class_path"), value["__model__"], ConfigMixin, where)
-        return target(**{name: _from_json(v, where) for name, v in value["config"].items()})
+        config = _upgraded_config(target, value["config"])
+        return target(**{name: _from_json(v, where) for name, v in config.items()})
     if isinstance(value, dict) and "__unserializable__" in value:
         raise ValueError(
             f"argument {value['argument']!r} was a {value['__unserializable__']} that cannot be stored in a config; "

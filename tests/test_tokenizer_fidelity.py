@@ -303,3 +303,19 @@ def test_ids_on_a_larger_grid_than_the_model_are_an_error():
     with pytest.raises(ValueError, match="token grid"):
         cvivit.decode_from_codebook_indices(ids)
     assert cvivit.decode_from_codebook_indices(torch.zeros(1, 2, 2, 2, dtype=torch.long)).shape == (1, 3, 3, 16, 16)
+
+
+def test_a_tokenizer_saved_by_version_0_1_still_loads_and_tokenizes_the_same():
+    """tests/fixtures/cvivit_v0_1 was written by `save_pretrained` of the first release (linear head, random
+    codebook, no gan_step); the expected ids were computed by that release."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from phenaki_pytorch import CViViT
+
+    fixtures = Path(__file__).parent / "fixtures"
+    expected = load_file(str(fixtures / "cvivit_v0_1_expected.safetensors"))
+    cvivit = CViViT.from_pretrained(fixtures / "cvivit_v0_1").eval()
+    assert cvivit.config["pixel_head"] == "linear" and cvivit.discr_start_step == 0
+    assert torch.equal(cvivit.tokenize(expected["video"]), expected["ids"])

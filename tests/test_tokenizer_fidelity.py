@@ -207,9 +207,7 @@ def test_codebook_stays_in_use_through_training():
     video = torch.stack([data[i]["video"] for i in range(32)])
     perplexity = {}
     for name, kwargs in {"old": dict(kmeans_init=False, threshold_ema_dead_code=0), "default": {}}.items():
-        cvivit = tiny(codebook_size=64, use_gan=False, patch_size=4).train() if not kwargs else tiny(
-            codebook_size=64, use_gan=False, patch_size=4, **kwargs
-        ).train()
+        cvivit = tiny(codebook_size=64, use_gan=False, patch_size=4, **kwargs).train()
         optimizer = torch.optim.Adam(cvivit.parameters(), lr=1e-3)
         for i in range(30):
             loss = cvivit(video[(i * 8) % 32 :][:8])

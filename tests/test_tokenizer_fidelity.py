@@ -317,3 +317,11 @@ def test_a_tokenizer_saved_by_version_0_1_still_loads_and_tokenizes_the_same():
     cvivit = CViViT.from_pretrained(fixtures / "cvivit_v0_1").eval()
     assert cvivit.config["pixel_head"] == "linear" and cvivit.discr_start_step == 0
     assert torch.equal(cvivit.tokenize(expected["video"]), expected["ids"])
+
+
+def test_evaluation_and_the_model_count_the_same_token_frames():
+    from phenaki_pytorch.evaluation import token_frame_mask
+
+    cvivit = tiny()
+    mask = torch.tensor([[True, False, True, True, False], [True, True, False, False, False]])  # gaps and tails
+    assert torch.equal(token_frame_mask(mask, 3), cvivit.token_frame_mask(mask))

@@ -236,7 +236,8 @@ def token_frame_mask(frame_mask: Tensor, num_token_frames: int) -> Tensor:
     """Which token frames of a causal tokenizer carry real content, ``(b, t)`` from a video ``frame_mask (b, f)``.
 
     Token frame 0 encodes video frame 0; token frame j >= 1 encodes frames ``1 + (j-1)*tp ... j*tp`` with
-    ``tp = (f - 1) / (t - 1)``. A token frame counts when its first video frame is valid.
+    ``tp = (f - 1) / (t - 1)``. A token frame counts when any of its video frames is valid, the rule
+    `CViViT.token_frame_mask` uses for the codebook update, so both count the same tokens.
     """
     if frame_mask.dtype != torch.bool or frame_mask.ndim != 2:
         raise ValueError(
@@ -248,8 +249,8 @@ def token_frame_mask(frame_mask: Tensor, num_token_frames: int) -> Tensor:
     if num_token_frames == 1:
         return frame_mask[:, :1]
     tp = (f - 1) // (num_token_frames - 1)
-    first_frames = [0] + [1 + (j - 1) * tp for j in range(1, num_token_frames)]
-    return frame_mask[:, first_frames]
+    rest = frame_mask[:, 1:].reshape(frame_mask.shape[0], num_token_frames - 1, tp).any(dim=-1)
+    return torch.cat((frame_mask[:, :1], rest), dim=1)
 
 
 # ---------------------------------------------------------------------------------------------- the report

@@ -37,6 +37,7 @@ from .probe import (
     temporal_consistency,
     train_shape_probe,
 )
+from .prompts import PromptReport, judge_prompt_samples
 
 __all__ = [
     "CodebookHistogram",
@@ -44,6 +45,7 @@ __all__ = [
     "I3DFeatures",
     "I3D_PROTOCOL",
     "MAX_PSNR",
+    "PromptReport",
     "ShapeProbe",
     "TokenizerMetrics",
     "TokenizerReport",
@@ -58,6 +60,7 @@ __all__ = [
     "frechet_distance",
     "frechet_video_distance",
     "gaussian_blur",
+    "judge_prompt_samples",
     "judge_videos",
     "load_i3d_torchscript",
     "motion_direction",

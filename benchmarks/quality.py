@@ -105,6 +105,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=str, default="results/quality")
+    parser.add_argument("--save-tokenizer", type=str, default=None, help="save the EMA tokenizer here (stage 2 input)")
     args = parser.parse_args(argv)
     if args.steps is None and args.minutes is None:
         parser.error("give --steps, --minutes or both")
@@ -187,6 +188,9 @@ def main(argv=None):
             f"{n['probe_real']:>11.1%}{n['probe_recon']:>12.1%}{n['probe_recon'] / n['probe_real']:>7.1%}"
         )
     (out / "quality.json").write_text(json.dumps(results, indent=2))
+    if args.save_tokenizer:
+        trainer.eval_model.save_pretrained(args.save_tokenizer)
+        print(f"saved the EMA tokenizer to {args.save_tokenizer}")
     print(f"wrote {out / 'quality.json'} and {out / 'reconstructions.png'}")
     return results
 

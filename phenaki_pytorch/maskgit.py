@@ -160,8 +160,12 @@ class MaskGit(ConfigMixin, nn.Module):
         ff_mult: float = 4.0,
         attn_dropout: float = 0.0,
         ff_dropout: float = 0.0,
+        label_smoothing: float = 0.0,
     ):
         super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
         if not unconditional and not exists(dim_context):
             raise ValueError("a conditional MaskGit needs dim_context (the text embedding size), or unconditional=True")
         if not 0.0 <= cond_drop_prob < 1.0:
@@ -221,10 +225,10 @@ class MaskGit(ConfigMixin, nn.Module):
         return (logits, embeds) if return_embeds else logits
 
     def masked_loss(self, logits: Tensor, target_ids: Tensor, masked: Tensor) -> Tensor:
-        """Cross-entropy on masked positions only."""
+        """Cross-entropy on masked positions only (with the model's `label_smoothing`)."""
         if not masked.any():
             return logits.sum() * 0.0
-        return F.cross_entropy(logits[masked].float(), target_ids[masked])
+        return F.cross_entropy(logits[masked].float(), target_ids[masked], label_smoothing=self.label_smoothing)
 
 
 class TokenCritic(ConfigMixin, nn.Module):

@@ -61,6 +61,9 @@ def _concat_kv(first: list, second: list) -> list:
     return joined
 
 
+CRITIC_OBJECTIVES = ("sampled", "errors")
+
+
 def critic_bce_loss(
     critic: nn.Module,
     target_ids: Tensor,
@@ -68,21 +71,35 @@ def critic_bce_loss(
     generator_logits: Tensor,
     *,
     temperature: float = 1.0,
+    objective: str = "sampled",
     generator: torch.Generator | None = None,
     **critic_kwargs,
 ) -> Tensor:
-    """Fill the masked positions with samples from the (detached) generator logits and
-    train the critic to tell sampled-and-wrong tokens (label 1) from right ones (label 0),
-    on the masked positions only: unmasked positions are real by construction and would
-    teach the critic nothing but "unmasked means real".
+    """Fill the masked positions with samples from the (detached) generator logits and train the critic on
+    the completed sequence.
+
+    - `objective="sampled"` (Token-Critic, the default): over every valid position, label 1 where the token
+      was drawn by the generator (a masked position) and 0 where it is original. At sampling time the critic
+      ranks every token, so it must learn what real tokens look like too.
+    - `objective="errors"`: on masked positions only, label 1 where the drawn token differs from the real
+      one (the first release's objective).
+
+    Validity comes from `video_mask` in `critic_kwargs` (padding is never scored).
     """
+    if objective not in CRITIC_OBJECTIVES:
+        raise ValueError(f"critic objective must be one of {CRITIC_OBJECTIVES}, got {objective!r}")
     sampled = gumbel_sample(generator_logits.detach().float(), temperature, generator)
     filled = torch.where(masked, sampled, target_ids)
-    labels = (filled != target_ids).float()
     critic_logits = critic(filled, **critic_kwargs)
-    if not masked.any():
+    if objective == "errors":
+        scored, labels = masked, (filled != target_ids).float()
+    else:
+        valid = critic_kwargs.get("video_mask")
+        scored = torch.ones_like(masked) if valid is None else valid.bool()
+        labels = masked.float()
+    if not scored.any():
         return critic_logits.sum() * 0.0
-    return F.binary_cross_entropy_with_logits(critic_logits[masked].float(), labels[masked])
+    return F.binary_cross_entropy_with_logits(critic_logits[scored].float(), labels[scored])
 
 
 class CriticTrainer(nn.Module):
@@ -94,8 +111,11 @@ class CriticTrainer(nn.Module):
     """
 
     @typechecked
-    def __init__(self, *, maskgit: MaskGit, critic: nn.Module, temperature: float = 1.0):
+    def __init__(self, *, maskgit: MaskGit, critic: nn.Module, temperature: float = 1.0, objective: str = "sampled"):
         super().__init__()
+        if objective not in CRITIC_OBJECTIVES:
+            raise ValueError(f"objective must be one of {CRITIC_OBJECTIVES}, got {objective!r}")
+        self.objective = objective
         if critic.num_tokens != maskgit.num_tokens:
             raise ValueError(
                 f"critic.num_tokens ({critic.num_tokens}) must equal maskgit.num_tokens ({maskgit.num_tokens})"
@@ -126,7 +146,14 @@ class CriticTrainer(nn.Module):
         with torch.no_grad():
             logits = self.maskgit(inputs, cond_drop_prob=0.0, **cond)
         return critic_bce_loss(
-            self.critic, video_codes, masked, logits, temperature=self.temperature, generator=generator, **cond
+            self.critic,
+            video_codes,
+            masked,
+            logits,
+            temperature=self.temperature,
+            objective=self.objective,
+            generator=generator,
+            **cond,
         )
 
 
@@ -149,6 +176,9 @@ class Phenaki(ConfigMixin, nn.Module):
         sample_temperature: float = 0.9,
         critic_loss_weight: float = 1.0,
         critic_train_sample_temperature: float = 1.0,
+        critic_objective: str = "sampled",
+        sample_temperature_rule: str = "constant",
+        mask_schedule: str = "cosine",
         t5_name: str | None = None,
     ):
         super().__init__()
@@ -180,6 +210,12 @@ class Phenaki(ConfigMixin, nn.Module):
         self.sample_temperature = sample_temperature
         self.critic_loss_weight = critic_loss_weight
         self.critic_train_sample_temperature = critic_train_sample_temperature
+        if critic_objective not in CRITIC_OBJECTIVES:
+            raise ValueError(f"critic_objective must be one of {CRITIC_OBJECTIVES}, got {critic_objective!r}")
+        self.critic_objective = critic_objective
+        self.sample_temperature_rule = sample_temperature_rule
+        self.mask_schedule = mask_schedule
+        self.make_scheduler()  # bad schedule names fail here, not at the first sample
 
     # ------------------------------------------------------------------ plumbing
 
@@ -309,6 +345,7 @@ class Phenaki(ConfigMixin, nn.Module):
                 masked,
                 logits,
                 temperature=self.critic_train_sample_temperature,
+                objective=self.critic_objective,
                 generator=generator,
                 **cond,
             )
@@ -370,6 +407,29 @@ class Phenaki(ConfigMixin, nn.Module):
         cond_logits, null_logits = logits.float().chunk(2)
         return null_logits + cond_scale * (cond_logits - null_logits)
 
+    def make_scheduler(
+        self, steps: int | None = None, temperature: float | None = None, critic_noise_scale: float = 1.0
+    ) -> MaskGitScheduler:
+        """The scheduler `sample` uses unless given one: this model's steps, temperature, rule and schedule."""
+        return MaskGitScheduler(
+            steps if exists(steps) else self.steps,
+            mask_schedule=self.mask_schedule,
+            temperature=self.sample_temperature if temperature is None else temperature,
+            temperature_rule=self.sample_temperature_rule,
+            critic_noise_scale=critic_noise_scale,
+        )
+
+    def guided_critic_logits(
+        self, ids: Tensor, critic_kv: list | None, critic_cond_scale: float | None, video_patch_shape: tuple[int, int]
+    ) -> Tensor:
+        """The critic's "sampled" logits (b, n) for a completed sequence; with `critic_cond_scale` the null-text
+        rows run in the same batch and the scores are guided like MaskGit's logits."""
+        if critic_cond_scale is None:
+            return self.critic(ids, context_kv=critic_kv, video_patch_shape=video_patch_shape).float()
+        scores = self.critic(torch.cat((ids, ids)), context_kv=critic_kv, video_patch_shape=video_patch_shape)
+        cond, null = scores.float().chunk(2)
+        return null + critic_cond_scale * (cond - null)
+
     @torch.no_grad()
     def sample(
         self,
@@ -383,6 +443,9 @@ class Phenaki(ConfigMixin, nn.Module):
         steps: int | None = None,
         temperature: float | None = None,
         critic_noise_scale: float = 1.0,
+        critic_cond_scale: float | None = None,
+        scheduler: MaskGitScheduler | None = None,
+        prime_codebook_ids: Tensor | None = None,
         text_embeds: Tensor | None = None,
         text_mask: Tensor | None = None,
         image_size: int | tuple[int, int] | None = None,
@@ -395,17 +458,29 @@ class Phenaki(ConfigMixin, nn.Module):
 
         With `prime_frames` (b or 1, c, k, h, w) the new frames continue them; `num_frames`
         counts the new frames only (with `return_prime=True` the primed frames are put back
-        in front, exactly as given). A NaN or infinite `cond_scale`, `temperature`, `text_embeds` or
-        `prime_frames` is a ValueError naming it; counts must be ints (a bool is a TypeError).
+        in front, exactly as given). `prime_codebook_ids` (b or 1, t, h, w) primes with token
+        ids instead (e.g. the ids of the previous scene, `return_codebook_ids=True`), which
+        skips a decode/re-encode round trip; with `return_prime=True` they are decoded in front.
+
+        Decoding: `scheduler` (a `MaskGitScheduler` or anything with its `set_timesteps`/`timesteps`/`step`)
+        defaults to `make_scheduler(steps, temperature, critic_noise_scale)`. `critic_cond_scale` guides the
+        critic's scores like `cond_scale` guides MaskGit's logits (None: unguided).
+
+        A NaN or infinite `cond_scale`, `temperature`, `text_embeds` or `prime_frames` is a ValueError
+        naming it; counts must be ints (a bool is a TypeError).
         """
         if exists(text) and exists(texts):
             raise ValueError("pass text= or texts=, not both")
+        if exists(prime_frames) and exists(prime_codebook_ids):
+            raise ValueError("pass prime_frames= or prime_codebook_ids=, not both")
         # one cheap check per call: non-finite inputs would otherwise come back as all-zero ids, silently
         _check_int("num_frames", num_frames)
         _check_int("batch_size", batch_size)
         _check_int("steps", steps, allow_none=True)
         _check_finite("cond_scale", cond_scale)
         _check_finite("critic_noise_scale", critic_noise_scale)
+        if exists(critic_cond_scale):
+            _check_finite("critic_cond_scale", critic_cond_scale)
         if exists(temperature):
             _check_finite("temperature", temperature, minimum=0.0)
         if exists(text_embeds):
@@ -428,25 +503,43 @@ class Phenaki(ConfigMixin, nn.Module):
             batch = batch_size
 
         device = self.device
-        num_prime = prime_frames.shape[2] if exists(prime_frames) else 0
+        prime_ids = None
+        if exists(prime_codebook_ids):
+            if not isinstance(prime_codebook_ids, Tensor) or prime_codebook_ids.ndim != 4:
+                raise ValueError(
+                    f"prime_codebook_ids must be (b, t, h, w) token ids, got {getattr(prime_codebook_ids, 'shape', type(prime_codebook_ids))}"
+                )
+            self.cvivit._check_ids(prime_codebook_ids)
+            if prime_codebook_ids.shape[0] not in (1, batch):
+                raise ValueError(
+                    f"prime_codebook_ids must have batch {batch} or 1, got {prime_codebook_ids.shape[0]}"
+                )
+            prime_ids = prime_codebook_ids.to(device)
+            num_prime = self.cvivit.num_video_frames(prime_ids.shape[1])
+        else:
+            num_prime = prime_frames.shape[2] if exists(prime_frames) else 0
         prime_t, total_t, h, w = self._check_frames(num_frames, num_prime, image_size)
+        if exists(prime_ids) and tuple(prime_ids.shape[2:]) != (h, w):
+            raise ValueError(f"prime_codebook_ids must have a {h} x {w} token grid, got {tuple(prime_ids.shape[2:])}")
         n, n_prime = total_t * h * w, prime_t * h * w
 
         ids = torch.full((batch, n), self.maskgit.mask_id, dtype=torch.long, device=device)
         maskable = torch.ones(batch, n, dtype=torch.bool, device=device)
         if num_prime:
-            if prime_frames.ndim != 5 or prime_frames.shape[0] not in (1, batch):
-                raise ValueError(
-                    f"prime_frames must be (batch={batch} or 1, channels, frames, height, width), "
-                    f"got {tuple(prime_frames.shape)}"
-                )
-            prime_frames = prime_frames.to(device)
-            prime_ids = rearrange(self.cvivit.tokenize(prime_frames), "b t h w -> b (t h w)")
-            ids[:, :n_prime] = prime_ids.expand(batch, -1)
+            if exists(prime_frames):
+                if prime_frames.ndim != 5 or prime_frames.shape[0] not in (1, batch):
+                    raise ValueError(
+                        f"prime_frames must be (batch={batch} or 1, channels, frames, height, width), "
+                        f"got {tuple(prime_frames.shape)}"
+                    )
+                prime_frames = prime_frames.to(device)
+                prime_ids = self.cvivit.tokenize(prime_frames)
+            ids[:, :n_prime] = rearrange(prime_ids, "b t h w -> b (t h w)").expand(batch, -1)
             maskable[:, :n_prime] = False
 
         # text and cross-attention keys/values: once per call, not per step
         guided = self.is_conditional and cond_scale != 1.0
+        critic_guided = self.is_conditional and exists(critic_cond_scale) and critic_cond_scale != 1.0
         context_kv = critic_kv = None
         if self.is_conditional:
             if exists(texts) or exists(text_embeds):
@@ -457,39 +550,53 @@ class Phenaki(ConfigMixin, nn.Module):
             context_kv = self.prepare_context(embeds, mask, guided=guided)
             if exists(self.critic):
                 critic_kv = self.critic.context_kv(embeds, mask)
+                if critic_guided and exists(critic_kv):
+                    critic_kv = _concat_kv(critic_kv, self.critic.context_kv(embeds, torch.zeros_like(mask)))
+                elif critic_guided:  # a critic without cross-attention has nothing to guide
+                    critic_guided = False
 
-        scheduler = MaskGitScheduler(
-            steps if exists(steps) else self.steps,
-            temperature=self.sample_temperature if temperature is None else temperature,
-            critic_noise_scale=critic_noise_scale,
-        )
-        is_masked = maskable.clone()
+        if scheduler is None:
+            scheduler = self.make_scheduler(steps, temperature, critic_noise_scale)
+        elif exists(steps):
+            scheduler.set_timesteps(steps)
         patch_shape = (h, w)
+        critic_fn = None
+        if exists(self.critic):
+            def critic_fn(filled: Tensor) -> Tensor:
+                return self.guided_critic_logits(
+                    filled, critic_kv, critic_cond_scale if critic_guided else None, patch_shape
+                )
 
-        for step in tqdm(range(scheduler.steps), desc="sampling", disable=not show_progress, leave=False):
+        is_masked = maskable.clone()
+        for timestep in tqdm(scheduler.timesteps, desc="sampling", disable=not show_progress, leave=False):
             logits = self.guided_logits(ids, context_kv, cond_scale if guided else None, patch_shape)
-            sampled = gumbel_sample(logits, scheduler.sampling_temperature(step), generator)
-            ids = torch.where(is_masked, sampled, ids)
-            if step == scheduler.steps - 1:
+            out = scheduler.step(
+                logits,
+                timestep,
+                ids,
+                is_masked,
+                mask_id=self.maskgit.mask_id,
+                maskable=maskable,
+                critic=critic_fn,
+                generator=generator,
+            )
+            ids, is_masked = out.ids, out.mask
+            if not is_masked.any():  # every token is drawn: the remaining steps would change nothing
                 break
+        if is_masked.any():  # a custom scheduler left tokens masked: fill them from one more pass
+            logits = self.guided_logits(ids, context_kv, cond_scale if guided else None, patch_shape)
+            ids = torch.where(is_masked, logits.argmax(dim=-1), ids)
 
-            if exists(self.critic):
-                critic_logits = self.critic(ids, context_kv=critic_kv, video_patch_shape=patch_shape)
-                scores = scheduler.critic_scores(critic_logits, step, generator)
-            else:
-                scores = scheduler.confidence_scores(logits, ids, is_masked, step, generator)
-            is_masked = scheduler.remask(step, scores, maskable)
-            ids = ids.masked_fill(is_masked, self.maskgit.mask_id)
-
+        ids = rearrange(ids, "b (t h w) -> b t h w", h=h, w=w)
         if return_codebook_ids:
-            return rearrange(ids, "b (t h w) -> b t h w", h=h, w=w)
+            return ids  # primed token frames included: the whole sequence, ready to prime the next call
 
-        video = self.cvivit.decode_from_codebook_indices(rearrange(ids, "b (t h w) -> b t h w", h=h, w=w))
+        video = self.cvivit.decode_from_codebook_indices(ids)
         video = video.float().clamp(0.0, 1.0)
         if num_prime:
-            if return_prime:
+            if return_prime and exists(prime_frames):
                 video[:, :, :num_prime] = prime_frames.expand(batch, -1, -1, -1, -1).to(video.dtype)
-            else:
+            elif not return_prime:
                 video = video[:, :, num_prime:]
         return video
 

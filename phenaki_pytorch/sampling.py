@@ -1,14 +1,27 @@
 """Mask schedules and the MaskGIT decoding scheduler.
 
-The scheduler holds no weights: it says how many tokens stay masked after each
-step and which ones, given the step's logits (confidence re-masking) or a
-critic's scores (critic re-masking). `Phenaki.sample` drives the loop, the
-network and the guidance.
+The scheduler holds no weights. Each `step` draws tokens for the masked
+positions from the step's logits, then decides which tokens stay masked:
+by the sampled tokens' own probabilities (MaskGIT's confidence) or by a
+critic's scores (Token-Critic). `Phenaki.sample` runs the network and the
+guidance and drives the loop; pass it your own scheduler to change the rule:
+
+    scheduler = MaskGitScheduler(mask_schedule="cosine", temperature=1.0, temperature_rule="constant")
+    scheduler.set_timesteps(12)
+    mask = torch.ones(b, n, dtype=torch.bool)
+    ids = torch.full((b, n), mask_id)
+    for t in scheduler.timesteps:
+        out = scheduler.step(logits_fn(ids), t, ids, mask, mask_id=mask_id)
+        ids, mask = out.ids, out.mask
+        if not mask.any():
+            break
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +32,34 @@ def cosine_schedule(progress: Tensor | float) -> Tensor:
     """Fraction of tokens still masked at `progress` in [0, 1]: cos(progress * pi / 2)."""
     progress = torch.as_tensor(progress, dtype=torch.float32)
     return torch.cos(progress * math.pi / 2)
+
+
+def linear_schedule(progress: Tensor | float) -> Tensor:
+    """Fraction still masked: 1 - progress."""
+    return 1.0 - torch.as_tensor(progress, dtype=torch.float32)
+
+
+def square_schedule(progress: Tensor | float) -> Tensor:
+    """Fraction still masked: 1 - progress ** 2 (reveals few tokens early, many late)."""
+    return 1.0 - torch.as_tensor(progress, dtype=torch.float32) ** 2
+
+
+MASK_SCHEDULES: dict[str, Callable[[Tensor | float], Tensor]] = {
+    "cosine": cosine_schedule,
+    "linear": linear_schedule,
+    "square": square_schedule,
+}
+
+TEMPERATURE_RULES = ("constant", "linear")
+
+
+def resolve_mask_schedule(schedule: str | Callable) -> Callable[[Tensor | float], Tensor]:
+    """A schedule name from MASK_SCHEDULES, or a callable progress in [0, 1] -> fraction still masked."""
+    if callable(schedule):
+        return schedule
+    if schedule not in MASK_SCHEDULES:
+        raise ValueError(f"mask_schedule must be one of {sorted(MASK_SCHEDULES)} or a callable, got {schedule!r}")
+    return MASK_SCHEDULES[schedule]
 
 
 def uniform(shape, generator: torch.Generator | None = None, device=None) -> Tensor:
@@ -39,66 +80,118 @@ def gumbel_sample(logits: Tensor, temperature: float, generator: torch.Generator
 
 
 def random_training_mask(
-    valid: Tensor, generator: torch.Generator | None = None, min_masked: int = 1
+    valid: Tensor,
+    generator: torch.Generator | None = None,
+    min_masked: int = 1,
+    schedule: str | Callable = "cosine",
 ) -> Tensor:
-    """Mask a cosine-scheduled fraction of each row's valid tokens.
+    """Mask a scheduled fraction of each row's valid tokens.
 
     valid (b, n) bool -> mask (b, n) bool, True = masked. For every row a time
-    u ~ U(0, 1) gives the fraction cos(u * pi / 2) of its valid tokens to mask
-    (at least `min_masked` when the row has any valid token).
+    u ~ U(0, 1) gives the fraction schedule(u) (cosine: cos(u * pi / 2)) of its
+    valid tokens to mask, and at least `min_masked` of them (all when a row has
+    fewer valid tokens).
     """
+    if isinstance(min_masked, bool) or not isinstance(min_masked, int) or min_masked < 0:
+        raise ValueError(f"min_masked must be an int >= 0, got {min_masked!r}")
+    schedule = resolve_mask_schedule(schedule)
     b, n = valid.shape
     device = valid.device
     num_valid = valid.sum(dim=-1)  # (b,)
-    fraction = cosine_schedule(uniform((b,), generator, device))
-    num_masked = (fraction * num_valid).round().long().clamp(min=min(min_masked, 1))
+    fraction = schedule(uniform((b,), generator, device)).to(device)
+    num_masked = (fraction * num_valid).round().long().clamp(min=min_masked)
     num_masked = torch.minimum(num_masked, num_valid)
     scores = uniform((b, n), generator, device).masked_fill(~valid, -1.0)  # invalid tokens are never chosen
     ranks = scores.argsort(dim=-1, descending=True).argsort(dim=-1)
     return ranks < num_masked[:, None]
 
 
+@dataclass
+class MaskGitSchedulerOutput:
+    """What one `MaskGitScheduler.step` gives back.
+
+    ids: (b, n) the next step's input: drawn tokens where revealed, `mask_id` where still masked.
+    mask: (b, n) bool, True where a token is still masked.
+    sampled: (b, n) the completed sequence this step predicted (no mask ids), before re-masking.
+    """
+
+    ids: Tensor
+    mask: Tensor
+    sampled: Tensor
+
+
 class MaskGitScheduler:
-    """Decides, step by step, which tokens to re-mask.
+    """MaskGIT decoding, one `step` at a time.
 
-        scheduler = MaskGitScheduler(steps=18)
-        for step in range(scheduler.steps):
-            ...fill masked positions with samples...
-            mask = scheduler.remask(step, scores, maskable)
+        scheduler = MaskGitScheduler()                    # cosine schedule, 18 steps
+        scheduler.set_timesteps(12)
+        for t in scheduler.timesteps:
+            out = scheduler.step(logits, t, ids, mask, mask_id=mask_id, maskable=maskable, critic=critic_fn)
 
-    `scores` are per-token "badness" (higher = more likely re-masked). Positions
-    where `maskable` is False (primed tokens) are never re-masked.
+    - `mask_schedule`: "cosine" (MaskGIT), "linear", "square" or a callable progress -> fraction still masked.
+      The count is clamped as MaskGIT does: every step before the last reveals at least one token and leaves
+      at least one masked while there is more than one, so no step is wasted; a sequence with fewer masked
+      tokens than steps finishes early (`out.mask` all False).
+    - `temperature_rule`: "constant" draws every step at `temperature` (MaskGIT; only the re-masking noise
+      is annealed); "linear" anneals the draw temperature from `temperature` to 0 (argmax on the last step).
+    - Re-masking: by confidence (log-probability of the drawn token plus `choice_temperature`-scaled,
+      annealed Gumbel noise; tokens fixed at earlier steps are kept), or, when `step` gets a `critic`
+      callable, by the critic's "sampled" logits over every maskable token plus annealed uniform noise
+      scaled by `critic_noise_scale` (Token-Critic: any token may be masked again).
+    - Positions where `maskable` is False (primed tokens) are never drawn or re-masked.
     """
 
     def __init__(
         self,
         steps: int = 18,
         *,
-        temperature: float = 0.9,
+        mask_schedule: str | Callable = "cosine",
+        temperature: float = 1.0,
+        temperature_rule: str = "constant",
         choice_temperature: float = 4.5,
         critic_noise_scale: float = 1.0,
     ):
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        self.steps = steps
+        if temperature_rule not in TEMPERATURE_RULES:
+            raise ValueError(f"temperature_rule must be one of {TEMPERATURE_RULES}, got {temperature_rule!r}")
+        for name, value in (("temperature", temperature), ("choice_temperature", choice_temperature),
+                            ("critic_noise_scale", critic_noise_scale)):
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        self.mask_schedule = resolve_mask_schedule(mask_schedule)
         self.temperature = temperature
+        self.temperature_rule = temperature_rule
         self.choice_temperature = choice_temperature
         self.critic_noise_scale = critic_noise_scale
+        self.set_timesteps(steps)
+
+    def set_timesteps(self, steps: int, device: torch.device | str | None = None) -> None:
+        """Decode in `steps` steps; `timesteps` becomes 0 .. steps - 1."""
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+        self.steps = steps
+        self.timesteps = torch.arange(steps, device=device)
 
     def progress(self, step: int) -> float:
-        return (step + 1) / self.steps
+        return (int(step) + 1) / self.steps
 
     def annealing(self, step: int) -> float:
         """Linear annealing factor, 1 at the first step and 0 after the last."""
         return 1.0 - self.progress(step)
 
     def sampling_temperature(self, step: int) -> float:
+        if self.temperature_rule == "constant":
+            return self.temperature
         return self.temperature * self.annealing(step)
 
-    def num_masked_after(self, step: int, num_maskable: Tensor) -> Tensor:
-        """How many of the `num_maskable` (b,) tokens stay masked after `step`; 0 after the last."""
-        fraction = cosine_schedule(self.progress(step)).item()
-        return (num_maskable.float() * fraction).floor().long()
+    def num_masked_after(self, step: int, num_maskable: Tensor, num_masked_now: Tensor | None = None) -> Tensor:
+        """How many of the `num_maskable` (b,) tokens stay masked after `step`: 0 after the last step;
+        before it, floor(num_maskable * schedule(progress)) clamped to [1, num_masked_now - 1]."""
+        if int(step) >= self.steps - 1:
+            return torch.zeros_like(num_maskable)
+        fraction = float(self.mask_schedule(self.progress(step)))
+        count = (num_maskable.float() * fraction).floor().long().clamp(min=1)
+        now = num_maskable if num_masked_now is None else num_masked_now
+        return torch.minimum(count, now - 1).clamp(min=0)
 
     def confidence_scores(
         self, logits: Tensor, ids: Tensor, was_masked: Tensor, step: int, generator: torch.Generator | None = None
@@ -117,9 +210,51 @@ class MaskGitScheduler:
         noise = uniform(critic_logits.shape, generator, critic_logits.device) - 0.5
         return critic_logits.float() + self.critic_noise_scale * self.annealing(step) * noise
 
-    def remask(self, step: int, scores: Tensor, maskable: Tensor) -> Tensor:
-        """Boolean mask (b, n) of the tokens to mask again after `step`."""
-        num_masked = self.num_masked_after(step, maskable.sum(dim=-1))
+    def remask(self, step: int, scores: Tensor, maskable: Tensor, is_masked: Tensor | None = None) -> Tensor:
+        """Boolean mask (b, n) of the tokens to mask again after `step` (the highest scores among `maskable`).
+
+        `is_masked`: the mask before this step, for the clamp (default: every maskable token)."""
+        now = maskable.sum(dim=-1) if is_masked is None else (is_masked & maskable).sum(dim=-1)
+        num_masked = self.num_masked_after(step, maskable.sum(dim=-1), now)
         scores = scores.masked_fill(~maskable, float("-inf"))
         ranks = scores.argsort(dim=-1, descending=True).argsort(dim=-1)
         return (ranks < num_masked[:, None]) & maskable
+
+    def step(
+        self,
+        logits: Tensor,
+        timestep: int | Tensor,
+        ids: Tensor,
+        mask: Tensor,
+        *,
+        mask_id: int,
+        maskable: Tensor | None = None,
+        critic: Callable[[Tensor], Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MaskGitSchedulerOutput:
+        """One decoding step.
+
+        logits (b, n, vocab) for the current `ids` (b, n); `mask` (b, n) True where ids are masked now;
+        `maskable` (b, n) False where tokens are fixed (default: all maskable); `critic` maps a completed
+        sequence (b, n) to per-token "sampled" logits (b, n) and switches re-masking to Token-Critic.
+        """
+        step = int(timestep)
+        if not 0 <= step < self.steps:
+            raise ValueError(f"timestep must be in [0, {self.steps}), got {step}; call set_timesteps first")
+        if logits.shape[:2] != ids.shape or mask.shape != ids.shape:
+            raise ValueError(
+                f"logits (b, n, vocab), ids (b, n) and mask (b, n) must agree, got {tuple(logits.shape)}, "
+                f"{tuple(ids.shape)} and {tuple(mask.shape)}"
+            )
+        maskable = torch.ones_like(mask) if maskable is None else maskable
+        mask = mask & maskable
+        drawn = gumbel_sample(logits.float(), self.sampling_temperature(step), generator)
+        sampled = torch.where(mask, drawn, ids)
+        if step == self.steps - 1 or not mask.any():
+            return MaskGitSchedulerOutput(ids=sampled, mask=torch.zeros_like(mask), sampled=sampled)
+        if critic is not None:
+            scores = self.critic_scores(critic(sampled), step, generator)
+        else:
+            scores = self.confidence_scores(logits, sampled, mask, step, generator)
+        new_mask = self.remask(step, scores, maskable, mask)
+        return MaskGitSchedulerOutput(ids=sampled.masked_fill(new_mask, mask_id), mask=new_mask, sampled=sampled)

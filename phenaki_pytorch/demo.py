@@ -690,11 +690,10 @@ def run_demo(
     total_s = 60.0 * minutes
     cpu = device is not None and torch.device(device).type == "cpu"
     cfg = config if config is not None else choose_preset("cpu" if cpu else device)
+    encoder_spec, encoder, encoder_name = _resolve_text_encoder(text_encoder, log)  # fails before any work
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-
-    encoder_spec, encoder, encoder_name = _resolve_text_encoder(text_encoder, log)
     train_set, seen_set, held_set = _datasets(cfg, seed)
     seen_videos, seen_texts = _stack(seen_set)
     held_videos, held_texts = _stack(held_set)

@@ -1,95 +1,217 @@
+import dataclasses
 import json
 import math
 
 import pytest
-import torch
 
+import phenaki_pytorch.demo as demo
 from phenaki_pytorch import CViViT, Phenaki
-from phenaki_pytorch.data import COLORS, SyntheticCaptionedVideos, read_video
-from phenaki_pytorch.demo import dominant_color, judge_video, motion_direction, psnr, run_demo
+from phenaki_pytorch.cli import main
+from phenaki_pytorch.data import GLYPH_HELD_OUT, GLYPH_SHAPES, read_image, read_video, video_encoder_for
+from phenaki_pytorch.demo import DemoConfig, choose_preset, hashed_word_encoder, held_out_pairings, run_demo
+from phenaki_pytorch.evaluation import ShapeProbe
+
+SPLITS = ("seen", "held_out", "all")
+ATTRIBUTES = ("shape", "color", "direction")
 
 
-def test_checker_recovers_rendered_colour_and_direction():
-    palette = [name for name in COLORS if name != "black"]  # black is invisible on the dark background
-    data = SyntheticCaptionedVideos(4, num_frames=9, image_size=32, colors=palette)
-    for color in palette:
-        for shape in ("square", "circle", "triangle", "star"):
-            for direction in ("left", "right", "up", "down"):
-                video = data.render(color, shape, direction)
-                assert judge_video(video, palette) == (color, direction), (color, shape, direction)
-
-    # dataset items: random sizes and start positions, the demo's four-colour palette
-    data = SyntheticCaptionedVideos(64, num_frames=9, image_size=32, seed=3)
-    for item in data:
-        color, _, direction = data.parse_caption(item["text"])
-        assert judge_video(item["video"], data.colors) == (color, direction), item["text"]
-
-
-def test_checker_edge_cases():
-    data = SyntheticCaptionedVideos(1, num_frames=9, image_size=32)
-    still = data.render("red", "square", "left")[:, :1].expand(-1, 9, -1, -1)
-    assert motion_direction(still) is None  # no travel, no direction
-    empty = torch.full((3, 9, 32, 32), 0.08)
-    assert judge_video(empty) == (None, None)
-    noisy = data.render("green", "circle", "up") + 0.05 * torch.randn(
-        3, 9, 32, 32, generator=torch.Generator().manual_seed(0)
-    )
-    assert judge_video(noisy.clamp(0, 1)) == ("green", "up")
-    assert (
-        dominant_color(data.render("yellow", "square", "down"), {"dark": (0.2, 0.2, 0.2), "gold": (0.9, 0.8, 0.1)})
-        == "gold"
-    )
-    with pytest.raises(ValueError):
-        judge_video(torch.zeros(2, 3, 9, 32, 32))
-    clip = data.render("blue", "square", "right")[None]
-    assert psnr(clip, clip).item() >= 99.0
-    assert math.isclose(psnr(torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.1)).item(), 20.0, rel_tol=1e-5)
-
-
-def test_run_demo_quick(tmp_path):
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
     messages = []
-    result = run_demo(tmp_path / "demo", quick=True, seed=0, log=messages.append)
+    out = tmp_path_factory.mktemp("demo") / "run"
+    result = run_demo(out, config=DemoConfig.quick(), text_encoder="hashed", log=messages.append, show_progress=False)
+    return result, messages
+
+
+def test_quick_preset_writes_every_output(quick_run):
+    result, messages = quick_run
     cfg = result.config
+    out = result.output_dir
 
-    # models reload from their folders
-    assert (result.tokenizer_dir / "model.safetensors").is_file()
-    assert (result.phenaki_dir / "config.json").is_file()
+    # the models and the probe reload from their folders
     CViViT.from_pretrained(result.tokenizer_dir)
-    phenaki = Phenaki.from_pretrained(result.phenaki_dir)
+    phenaki = Phenaki.from_pretrained(result.phenaki_dir, text_encoder=hashed_word_encoder())
     assert phenaki.maskgit.num_tokens == cfg.codebook_size
+    assert ShapeProbe.from_pretrained(result.probe_dir).shapes == cfg.shapes
 
-    # one GIF per prompt, each the prompt's samples side by side, with every frame
-    prompts = result.seen_prompts + result.unseen_prompts
-    assert result.unseen_prompts and set(result.sample_paths) == set(prompts)
+    # one GIF per prompt: a real clip, then the samples side by side, every frame
+    prompts = result.seen_prompts + result.held_out_prompts
+    assert result.held_out_prompts and set(result.sample_paths) == set(prompts)
     side = cfg.image_size * cfg.upscale
     for prompt, path in result.sample_paths.items():
-        assert path.is_file() and path.suffix == ".gif"
         video = read_video(path)
         assert video.shape[1] == cfg.num_frames
-        assert video.shape[2] >= side and video.shape[3] >= cfg.samples_per_prompt * side
-        assert ("unseen" in path.name) == (prompt in result.unseen_prompts)
+        assert video.shape[3] >= (cfg.samples_per_prompt + 1) * side
+        assert path.name.startswith("held_out_") == (prompt in result.held_out_prompts)
 
-    # grid and its prompt list, in grid order
-    assert read_video(result.grid_path).shape[1] == cfg.num_frames
-    lines = [line for line in result.grid_prompts_path.read_text().splitlines() if not line.startswith("#")]
-    assert len(lines) == len(prompts) * cfg.samples_per_prompt
-    assert [prompt in line for line, prompt in zip(lines[:: cfg.samples_per_prompt], prompts)] == [True] * len(prompts)
+    # the PNG grid: one row per prompt, a real clip and the samples, three frames each, enlarged
+    grid = read_image(result.grid_path)
+    assert grid.shape[1] >= len(prompts) * side and grid.shape[2] >= (cfg.samples_per_prompt + 1) * 3 * side
+    rows = [line for line in result.grid_prompts_path.read_text().splitlines() if not line.startswith("#")]
+    assert [prompt in row for row, prompt in zip(rows, prompts)] == [True] * len(prompts)
 
-    # the story
-    story_frames = sum(frames for _, frames in cfg.story)
-    gif = [p for p in result.story_paths if p.suffix == ".gif"]
-    assert len(gif) == 1 and read_video(gif[0]).shape[1] == story_frames
+    # the story: every scene's frames, as a GIF and (where FFmpeg can) an MP4
+    frames = sum(count for _, count in cfg.story)
+    gifs = [p for p in result.story_paths if p.suffix == ".gif"]
+    assert len(gifs) == 1 and read_video(gifs[0]).shape[1] == frames
+    assert any(p.suffix == ".mp4" for p in result.story_paths) == (video_encoder_for(".mp4") is not None)
     assert [scene["prompt"] for scene in result.story_scenes] == [prompt for prompt, _ in cfg.story]
+    assert [scene["held_out"] for scene in result.story_scenes] == [
+        prompt in cfg.held_out_captions for prompt, _ in cfg.story
+    ]
 
-    # numbers
-    assert math.isfinite(result.psnr) and result.psnr > 0
-    for scores in (result.color_accuracy, result.direction_accuracy, result.both_accuracy):
-        assert set(scores) == {"seen", "unseen", "all"}
-        assert all(0.0 <= value <= 1.0 for value in scores.values())
-    assert len(result.prompt_scores) == len(prompts)
-    assert all(len(score.colors) == cfg.samples_per_prompt for score in result.prompt_scores)
-    assert result.steps["tokenizer"] > 0 and result.steps["maskgit"] > 0
+    # the report table is printed
+    assert any("held_out" in m and "shape" in m and "consistency" in m for m in messages)
+    for path in (out / "results.json", out / "grid.png", out / "story.gif"):
+        assert path.is_file()
 
+
+def test_quick_preset_trains_through_the_trainers_on_seen_pairings_only(quick_run):
+    result, _ = quick_run
+    cfg, out = result.config, result.output_dir
+    # every step went through the trainer (its log() wrote one metrics line per step), up to the preset's cap
+    assert result.steps == {"tokenizer": cfg.tokenizer_steps, "maskgit": cfg.maskgit_steps}
+    for stage, key in (("tokenizer", "recon_loss"), ("phenaki", "maskgit_loss")):
+        lines = [json.loads(line) for line in (out / "training" / stage / "metrics.jsonl").read_text().splitlines()]
+        assert [line["step"] for line in lines] == list(range(1, len(lines) + 1)) and key in lines[0]
+    assert len(lines) == cfg.maskgit_steps
+
+    # stage 2 read ids tokenized once, with one embedding per distinct training caption, none of them held out
+    meta = json.loads((out / "training" / "tokens" / "meta.json").read_text())
+    assert meta["num_items"] == cfg.train_clips and meta["has_text_embeds"]
+    assert len(meta["captions"]) == len(set(meta["captions"]))
+    assert not set(meta["captions"]) & set(cfg.held_out_captions)
+    assert set(result.held_out_prompts) <= set(cfg.held_out_captions)
+    assert not set(result.seen_prompts) & set(cfg.held_out_captions)
+
+
+def test_results_json_holds_the_judge_numbers(quick_run):
+    result, _ = quick_run
     saved = json.loads(result.results_path.read_text())
-    assert saved["psnr"] == pytest.approx(result.psnr)
-    assert any("PSNR" in message for message in messages)
+    cfg = result.config
+    n_seen = len(result.seen_prompts) * cfg.samples_per_prompt
+    n_held = len(result.held_out_prompts) * cfg.samples_per_prompt
+    assert saved["samples"]["counts"] == {"seen": n_seen, "held_out": n_held, "all": n_seen + n_held}
+    for key in ("accuracy", "recon_accuracy", "real_accuracy"):
+        for attribute in ATTRIBUTES:
+            values = saved[key][attribute]
+            assert set(values) == set(SPLITS) and all(0.0 <= v <= 1.0 for v in values.values()), (key, attribute)
+    assert saved["accuracy"] == saved["samples"]["accuracy"]
+    assert saved["accuracy"]["shape"]["held_out"] == pytest.approx(result.accuracy["shape"]["held_out"])
+    assert set(saved["consistency"]) == set(SPLITS)
+    assert saved["probe_frechet"] is not None and saved["probe_frechet"] >= 0
+    assert math.isfinite(saved["tokenizer"]["psnr"]) and saved["tokenizer"]["psnr"] > 0
+    assert len(saved["per_sample"]) == n_seen + n_held
+
+    # each prompt's accuracy is the mean of its samples' verdicts
+    scores = saved["prompt_scores"]
+    assert [s["prompt"] for s in scores] == result.seen_prompts + result.held_out_prompts
+    for row, score in enumerate(scores):
+        verdicts = saved["per_sample"][row * cfg.samples_per_prompt : (row + 1) * cfg.samples_per_prompt]
+        assert score["shape_accuracy"] == pytest.approx(sum(v["shape_ok"] for v in verdicts) / len(verdicts))
+    assert saved["config"]["name"] == "quick" and saved["config"]["shapes"] == list(cfg.shapes)
+
+
+def test_preset_follows_native_bf16(monkeypatch):
+    monkeypatch.setattr(demo, "native_bf16", lambda device: False)
+    fp32 = choose_preset("cpu")
+    monkeypatch.setattr(demo, "native_bf16", lambda device: True)
+    bf16 = choose_preset("cpu")
+    assert (fp32.name, fp32.precision) == ("fp32", "fp32") and (bf16.name, bf16.precision) == ("bf16", "bf16")
+
+    # fp32 is a cheaper recipe, not the bf16 one with fewer steps; both judge square against a round shape
+    assert fp32.tokenizer["dim"] < bf16.tokenizer["dim"] and fp32.maskgit["dim"] < bf16.maskgit["dim"]
+    assert len(fp32.shapes) < len(bf16.shapes) and {"square", "circle"} <= set(fp32.shapes)
+    assert bf16.shapes == GLYPH_SHAPES and bf16.held_out == GLYPH_HELD_OUT
+    for cfg in (fp32, bf16):
+        assert cfg.tokenizer_steps is None and cfg.maskgit_steps is None  # deadlines decide
+
+
+def test_prompts_cover_every_shape_and_every_held_out_pairing():
+    for cfg in (DemoConfig.fp32(), DemoConfig.bf16(), DemoConfig.quick()):
+        seen, held = cfg.prompts()
+        parse = demo.SyntheticGlyphVideos.parse_caption
+        assert {parse(p)[1] for p in seen} == set(cfg.shapes), cfg.name
+        assert not set(seen) & set(cfg.held_out_captions) and set(held) <= set(cfg.held_out_captions)
+        assert len(seen) == len(set(seen)) and len(held) == len(set(held))
+    # the glyph benchmark's 8 held-out pairings (6 colour-shape, 2 shape-direction) each get a prompt
+    seen, held = DemoConfig.bf16().prompts()
+    triples = [parse(p) for p in held]
+    assert {(c, s) for c, s, _ in triples} >= {("red", "ring"), ("green", "ell"), ("cyan", "bar")}
+    assert {(s, d) for _, s, d in triples} >= {("square", "down"), ("diamond", "left")}
+
+
+def test_config_is_checked():
+    base = DemoConfig.quick()
+    bad = [
+        (dict(held_out=()), "held_out is empty"),
+        (dict(held_out=(("red", "hexagon", "left"),)), "held_out entry"),
+        (dict(held_out=held_out_pairings([("red", "square"), ("red", "circle"), ("red", "triangle")], [], ("red",))),
+         "removes every training clip of colour ['red']"),
+        (dict(tokenizer_trainer={"mixed_precision": "bf16"}), "must not set ['mixed_precision']"),
+        (dict(maskgit={"dim": 32, "depth": 1, "num_tokens": 7}), "must not set ['num_tokens']"),
+        (dict(tokenizer_fraction=0.5, maskgit_fraction=0.5), "must stay below 1"),
+        (dict(precision="fp16"), "precision must be"),
+        (dict(samples_per_prompt=0), "samples_per_prompt must be a positive integer"),
+        (dict(shapes=("square",)), "at least two shapes"),
+    ]
+    for change, message in bad:
+        with pytest.raises(ValueError) as info:
+            dataclasses.replace(base, **change)
+        assert message in str(info.value), (change, str(info.value))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        base.image_size = 64
+    with pytest.raises(ValueError, match="minutes must be a positive number"):
+        run_demo("unused", minutes=float("nan"), config=base)
+
+
+def test_held_out_pairings_order_and_duplicates():
+    triples = held_out_pairings([("red", "circle")], [("circle", "left"), ("square", "down")], ("red", "blue"),
+                                ("left", "down"))
+    assert triples == (
+        ("red", "circle", "left"), ("red", "circle", "down"),  # the colour-shape pairing in every direction
+        ("blue", "circle", "left"),  # ("red", "circle", "left") is not repeated
+        ("red", "square", "down"), ("blue", "square", "down"),
+    )
+
+
+def test_cli_quick_run(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["name"] == "quick" and set(saved["accuracy"]["shape"]) == set(SPLITS)
+    assert (out / "grid.png").is_file() and (out / "story.gif").is_file()
+    assert "held_out" in capsys.readouterr().out  # the report table
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    return code, err, [line for line in err.strip().splitlines() if line.strip()]
+
+
+def test_cli_bad_arguments(tmp_path, capsys):
+    for flags, message in [
+        (["--minutes", "0"], "--minutes: expected a positive number"),
+        (["--minutes", "soon"], "--minutes: expected a positive number"),
+        (["--preset", "huge"], "invalid choice: 'huge'"),
+        (["--threads", "0"], "--threads: expected a positive integer"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["demo", *flags])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and "Traceback" not in err
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for flags, message in [
+        (["--quick", "--preset", "bf16"], "--quick and --preset bf16 disagree"),
+        (["--out", str(a_file)], "is a file; give a folder"),
+        (["--device", "tpu9"], "--device 'tpu9' is not a device"),
+        (["--text-encoder", " "], "--text-encoder is empty"),
+        (["--quick", "--text-encoder", str(tmp_path / "no_such_model")], "could not load the text encoder"),
+    ]:
+        out = tmp_path / "never"
+        code, err, lines = _run(capsys, "demo", "--out", str(out), *flags)
+        assert code == 2 and "Traceback" not in err and len(lines) == 1 and message in lines[0], (flags, err)
+        assert not out.exists()  # nothing was started

@@ -1,4 +1,11 @@
-from .attention import Attention, ContinuousPositionBias, FeedForward, Transformer
+from .attention import (
+    Attention,
+    ContinuousPositionBias,
+    FeedForward,
+    KVCache,
+    Transformer,
+    set_gradient_checkpointing,
+)
 from .cvivit import CViViT
 from .discriminator import Discriminator
 from .maskgit import MaskGit, SelfCritic, TokenCritic
@@ -36,6 +43,7 @@ __all__ = [
     "Discriminator",
     "FeedForward",
     "HFTextEncoder",
+    "KVCache",
     "MaskGit",
     "MaskGitScheduler",
     "Phenaki",
@@ -51,6 +59,7 @@ __all__ = [
     "make_video",
     "native_bf16",
     "sample_story",
+    "set_gradient_checkpointing",
     "Scene",
     "Story",
 ]

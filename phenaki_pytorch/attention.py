@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 
 def exists(value) -> bool:
@@ -46,6 +47,51 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+class KVCache:
+    """Self-attention keys and values of the positions seen so far, one entry per layer of a `Transformer`.
+
+    For running a causal sequence through a Transformer in chunks: pass the same cache to every call
+    (`transformer(chunk, kv_cache=cache)`), chunks in order, and each chunk's queries attend to the keys of all
+    earlier chunks as well as their own. The caller supplies the attention bias or causal flag that covers the
+    new queries against every cached key (n queries, m = `length` + n keys).
+
+    `capacity` (optional) is the total length the cache will ever hold: the buffers are allocated once, at that
+    size, and filled in place; without it every chunk concatenates (a copy of the whole cache per chunk).
+    """
+
+    def __init__(self, capacity: int | None = None):
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"capacity must be a positive number of positions or None, got {capacity}")
+        self.capacity = capacity
+        self._layers: dict[int, list] = {}
+
+    @property
+    def length(self) -> int:
+        """Positions held (the same in every layer once a chunk has passed through all of them)."""
+        return max((entry[2] for entry in self._layers.values()), default=0)
+
+    def extend(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append k, v (b, h, n, d) to layer `layer`'s cache; returns all keys and values so far (b, h, m, d)."""
+        entry = self._layers.get(layer)
+        if self.capacity is None:
+            if entry is not None:
+                k, v = torch.cat((entry[0], k), dim=2), torch.cat((entry[1], v), dim=2)
+            self._layers[layer] = [k, v, k.shape[2]]
+            return k, v
+        start = 0 if entry is None else entry[2]
+        stop = start + k.shape[2]
+        if stop > self.capacity:
+            raise ValueError(f"KVCache(capacity={self.capacity}) cannot hold {stop} positions")
+        if entry is None:
+            shape = (*k.shape[:2], self.capacity, k.shape[3])
+            entry = [k.new_empty(shape), v.new_empty(shape), 0]
+            self._layers[layer] = entry
+        entry[0][:, :, start:stop] = k
+        entry[1][:, :, start:stop] = v
+        entry[2] = stop
+        return entry[0][:, :, :stop], entry[1][:, :, :stop]
 
 
 class Attention(nn.Module):
@@ -128,8 +174,15 @@ class Attention(nn.Module):
         attn_bias: Tensor | None = None,
         is_causal: bool = False,
         kv: tuple[Tensor, Tensor, Tensor | None] | None = None,
+        kv_cache: KVCache | None = None,
+        layer_index: int = 0,
     ) -> Tensor:
-        """x (b, n, D); mask (b, m) bool, True = attend; attn_bias (h, n, m) or (b, h, n, m)."""
+        """x (b, n, D); mask (b, m) bool, True = attend; attn_bias (h, n, m) or (b, h, n, m).
+
+        Self-attention with `kv_cache`: this call's keys/values are appended to entry `layer_index` of the
+        cache and the queries attend to all of them (m = cached + n); `mask`/`attn_bias` then cover all m keys,
+        and `is_causal` aligns the n queries with the last n keys.
+        """
         normed = self.norm(x)
         if self.is_cross:
             q = self._split_heads(self.to_q(normed))
@@ -141,7 +194,12 @@ class Attention(nn.Module):
         else:
             qkv = self.to_qkv(normed).unflatten(-1, (3 * self.heads, self.dim_head))  # (b, n, 3h, d)
             q, k, v = qkv.chunk(3, dim=-2)
-            k, v, mask = self._with_null_kv(self.k_norm(k), v, mask)
+            k = self.k_norm(k)
+            if exists(kv_cache):
+                # cached in (b, h, m, d) without the null key/values, which are prepended afresh below
+                k, v = kv_cache.extend(layer_index, k.transpose(1, 2), v.transpose(1, 2))
+                k, v = k.transpose(1, 2), v.transpose(1, 2)
+            k, v, mask = self._with_null_kv(k, v, mask)
             k, v = k.transpose(1, 2), v.transpose(1, 2)
         q = self.q_norm(q).transpose(1, 2)  # (b, h, n, d)
 
@@ -154,11 +212,17 @@ class Attention(nn.Module):
             key_mask = rearrange(mask, "b m -> b 1 1 m")
             attn_mask = key_mask if attn_mask is None else attn_mask.masked_fill(~key_mask, float("-inf"))
 
-        if is_causal and exists(attn_mask):
-            # SDPA cannot combine is_causal with an explicit mask: fold causality in
+        if is_causal and (exists(attn_mask) or q.shape[-2] != k.shape[-2]):
+            # SDPA cannot combine is_causal with an explicit mask, and aligns it top-left when there are more keys
+            # than queries (a cache): fold causality in, the n queries being the last n positions
             n, m = q.shape[-2], k.shape[-2]
             allowed = torch.ones(n, m, dtype=torch.bool, device=q.device).tril(m - n)
-            attn_mask = attn_mask & allowed if attn_mask.dtype == torch.bool else attn_mask.masked_fill(~allowed, float("-inf"))
+            if attn_mask is None:
+                attn_mask = allowed
+            elif attn_mask.dtype == torch.bool:
+                attn_mask = attn_mask & allowed
+            else:
+                attn_mask = attn_mask.masked_fill(~allowed, float("-inf"))
             is_causal = False
 
         out = sdpa(q, k, v, attn_mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal)
@@ -227,12 +291,20 @@ class TransformerLayer(nn.Module):
 class Transformer(nn.Module):
     """A stack of pre-norm (self-attention, optional cross-attention, feed-forward) layers.
 
-    forward(x, attn_bias=, mask=, is_causal=, context=, context_mask=, context_kv=):
+    forward(x, attn_bias=, mask=, is_causal=, context=, context_mask=, context_kv=, kv_cache=):
         x             (b, n, D)
         attn_bias     (h, n, n) or (b, h, n, n) float bias for self-attention
         mask          (b, n) bool key padding mask for self-attention
         context       (b, m, dim_context) for cross-attention, with context_mask (b, m)
         context_kv    the output of `precompute_context_kv`, reused across calls
+        kv_cache      a `KVCache`: run a causal sequence in chunks (see `KVCache`)
+
+    `gradient_checkpointing=True` (or `set_gradient_checkpointing(model)`): in a training forward with
+    gradients on, each layer keeps only its input for the backward pass and runs again there
+    (`torch.utils.checkpoint`, non-reentrant): the activations held for the backward become one tensor per
+    layer instead of a few dozen, for about one more forward of compute. Dropout draws the same masks in the
+    recomputation (the RNG state is restored), so gradients equal those without checkpointing. Eval mode and
+    `torch.no_grad()` run the plain forward.
     """
 
     def __init__(
@@ -248,9 +320,11 @@ class Transformer(nn.Module):
         attn_dropout: float = 0.0,
         ff_dropout: float = 0.0,
         qk_norm: bool = True,
+        gradient_checkpointing: bool = False,
     ):
         super().__init__()
         self.has_cross_attn = exists(dim_context)
+        self.gradient_checkpointing = gradient_checkpointing
         self.layers = nn.ModuleList(
             TransformerLayer(
                 dim,
@@ -283,18 +357,66 @@ class Transformer(nn.Module):
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
         context_kv: list | None = None,
+        kv_cache: KVCache | None = None,
     ) -> Tensor:
         if self.has_cross_attn and not exists(context_kv):
             if not exists(context):
                 raise ValueError("this Transformer cross-attends: pass `context` (b, m, dim_context) or `context_kv`")
             context_kv = self.precompute_context_kv(context, context_mask)
 
+        checkpointed = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        if checkpointed and exists(kv_cache):
+            raise ValueError("kv_cache is for inference: it cannot be combined with gradient checkpointing in training")
         for index, layer in enumerate(self.layers):
-            x = x + layer.self_attn(x, mask=mask, attn_bias=attn_bias, is_causal=is_causal)
-            if exists(layer.cross_attn):
-                x = x + layer.cross_attn(x, kv=context_kv[index])
-            x = x + layer.ff(x)
+            layer_kv = context_kv[index] if exists(layer.cross_attn) else None
+            if checkpointed:
+                # non-reentrant: gradients reach every tensor the layer uses (the precomputed context kv and a
+                # learned attention bias included), and the RNG state is replayed so dropout masks match
+                x = checkpoint(_layer_forward, layer, x, mask, attn_bias, is_causal, layer_kv, use_reentrant=False)
+            else:
+                x = _layer_forward(layer, x, mask, attn_bias, is_causal, layer_kv, kv_cache, index)
         return self.norm_out(x)
+
+
+def _layer_forward(
+    layer: TransformerLayer,
+    x: Tensor,
+    mask: Tensor | None,
+    attn_bias: Tensor | None,
+    is_causal: bool,
+    context_kv: tuple | None,
+    kv_cache: KVCache | None = None,
+    index: int = 0,
+) -> Tensor:
+    x = x + layer.self_attn(
+        x, mask=mask, attn_bias=attn_bias, is_causal=is_causal, kv_cache=kv_cache, layer_index=index
+    )
+    if exists(layer.cross_attn):
+        x = x + layer.cross_attn(x, kv=context_kv)
+    return x + layer.ff(x)
+
+
+def set_gradient_checkpointing(module: nn.Module, enabled: bool = True) -> int:
+    """Switch gradient checkpointing on (or off) for every `Transformer` inside `module`; returns how many.
+
+    Works on any model of this library (CViViT, MaskGit, TokenCritic, SelfCritic, Phenaki) or a module holding
+    them. Checkpointing trades compute for memory in training: see `Transformer`. Models whose constructor
+    records a `gradient_checkpointing` argument (CViViT) get their saved config updated too, so
+    `save_pretrained` writes the setting in force.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
+    count = 0
+    for sub in module.modules():
+        if isinstance(sub, Transformer):
+            sub.gradient_checkpointing = enabled
+            count += 1
+        recorded = sub.__dict__.get("_init_kwargs")
+        if isinstance(recorded, dict) and "gradient_checkpointing" in recorded:
+            recorded["gradient_checkpointing"] = enabled
+    return count
 
 
 class ContinuousPositionBias(nn.Module):
@@ -374,3 +496,18 @@ class AlibiPositionBias(nn.Module):
                 bias = bias.masked_fill(future, float("-inf"))
             self._cache[key] = bias
         return self._cache[key]
+
+    def rows(self, start: int, stop: int, device: torch.device | None = None) -> Tensor:
+        """Rows start..stop-1 of `forward(stop)`, (heads, stop - start, stop): the bias of positions start..stop-1
+        against every position up to stop-1, for a sequence run in chunks with a `KVCache`. Not cached (one
+        per chunk), and the same values as slicing the full table."""
+        if not 0 <= start < stop:
+            raise ValueError(f"rows needs 0 <= start < stop, got start={start}, stop={stop}")
+        device = default(device, self.slopes.device)
+        query = torch.arange(start, stop, device=device)
+        key = torch.arange(stop, device=device)
+        dist = (key[None, :] - query[:, None]).abs().float()
+        bias = -dist * self.slopes.to(device)
+        if self.causal:
+            bias = bias.masked_fill(key[None, :] > query[:, None], float("-inf"))
+        return bias

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from vector_quantize_pytorch import FSQ, LFQ, VectorQuantize
 
-from .attention import AlibiPositionBias, ContinuousPositionBias, Transformer, exists
+from .attention import AlibiPositionBias, ContinuousPositionBias, KVCache, Transformer, exists
 from .discriminator import (
     Discriminator,
     adaptive_weight,
@@ -223,10 +223,14 @@ class PixelHead(nn.Module):
             return [self.to_first[0].weight, self.to_rest[0].weight]
         return [self.to_pixels[-1].weight]
 
-    def forward(self, x: Tensor) -> Tensor:
-        frames = self.to_first(x[:, :1])
-        if x.shape[1] > 1:
-            frames = torch.cat((frames, self.to_rest(x[:, 1:])), dim=2)
+    def forward(self, x: Tensor, starts_at_first_frame: bool = True) -> Tensor:
+        """`starts_at_first_frame=False` for a later chunk of token frames (all of them tubelets)."""
+        if starts_at_first_frame:
+            frames = self.to_first(x[:, :1])
+            if x.shape[1] > 1:
+                frames = torch.cat((frames, self.to_rest(x[:, 1:])), dim=2)
+        else:
+            frames = self.to_rest(x)
         if self.refine is None:
             return frames
         b, f = frames.shape[0], frames.shape[2]
@@ -285,6 +289,11 @@ class CViViT(ConfigMixin, nn.Module):
         discr_loss = cvivit(video, return_discr_loss=True)     # for the alternating discriminator step
         ids = cvivit(video, return_only_codebook_ids=True)     # (b, t, h, w)
         video = cvivit.decode_from_codebook_indices(ids)
+        video = cvivit.decode_from_codebook_indices(ids, token_frames_per_chunk=8)   # same video, bounded memory
+
+    `gradient_checkpointing=True` recomputes each transformer layer in the backward pass instead of keeping its
+    activations (less memory in training, about one more forward of compute; gradients unchanged); see
+    `phenaki_pytorch.Transformer` and `phenaki_pytorch.set_gradient_checkpointing`. It is saved in the config.
     """
 
     @typechecked
@@ -323,6 +332,7 @@ class CViViT(ConfigMixin, nn.Module):
         kmeans_init: bool = True,
         threshold_ema_dead_code: float = 2.0,
         discr_start_step: int = 10000,
+        gradient_checkpointing: bool = False,
     ):
         super().__init__()
         for name, value in (("dim", dim), ("temporal_patch_size", temporal_patch_size), ("channels", channels)):
@@ -368,7 +378,12 @@ class CViViT(ConfigMixin, nn.Module):
         )
 
         transformer_kwargs = dict(
-            dim_head=dim_head, heads=heads, ff_mult=ff_mult, attn_dropout=attn_dropout, ff_dropout=ff_dropout
+            dim_head=dim_head,
+            heads=heads,
+            ff_mult=ff_mult,
+            attn_dropout=attn_dropout,
+            ff_dropout=ff_dropout,
+            gradient_checkpointing=gradient_checkpointing,
         )
         self.enc_spatial_bias = ContinuousPositionBias(dim=max(dim // 4, 32), heads=heads, num_dims=2)
         self.enc_spatial = Transformer(dim, spatial_depth, **transformer_kwargs)
@@ -519,10 +534,18 @@ class CViViT(ConfigMixin, nn.Module):
         x = transformer(x, attn_bias=bias_module(h, w, device=x.device))
         return rearrange(x, "(b t) (h w) d -> b t h w d", b=b, h=h)
 
-    def _temporal(self, transformer: Transformer, tokens: Tensor) -> Tensor:
+    def _temporal(
+        self, transformer: Transformer, tokens: Tensor, start: int = 0, kv_cache: KVCache | None = None
+    ) -> Tensor:
+        """`start` > 0 with `kv_cache`: tokens are token frames start.. of a sequence whose earlier frames went
+        through `transformer` with the same cache."""
         b, t, h, w, _ = tokens.shape
         x = rearrange(tokens, "b t h w d -> (b h w) t d")
-        x = transformer(x, attn_bias=self.temporal_bias(t, device=x.device))  # causal ALiBi
+        if exists(kv_cache):
+            bias = self.temporal_bias.rows(start, start + t, device=x.device)  # (heads, t, start + t)
+        else:
+            bias = self.temporal_bias(t, device=x.device)  # causal ALiBi
+        x = transformer(x, attn_bias=bias, kv_cache=kv_cache)
         return rearrange(x, "(b h w) t d -> b t h w d", b=b, h=h, w=w)
 
     def encode(self, video: Tensor) -> Tensor:
@@ -550,11 +573,42 @@ class CViViT(ConfigMixin, nn.Module):
         ids = rearrange(ids, "b (t h w) -> b t h w", t=t, h=h, w=w)
         return quantized, ids, aux_loss
 
-    def decode(self, quantized: Tensor) -> Tensor:
-        """quantized latents (b, t, h, w, d) -> video (b, c, 1 + (t-1)*tp, H, W)."""
-        x = self._temporal(self.dec_temporal, quantized)
-        x = self._spatial(self.dec_spatial, self.dec_spatial_bias, x)
-        return self.pixel_head(x)
+    def decode(self, quantized: Tensor, token_frames_per_chunk: int | None = None) -> Tensor:
+        """quantized latents (b, t, h, w, d) -> video (b, c, 1 + (t-1)*tp, H, W).
+
+        `token_frames_per_chunk`: decode that many token frames at a time (see `decode_from_codebook_indices`).
+        """
+        if token_frames_per_chunk is None:
+            x = self._temporal(self.dec_temporal, quantized)
+            x = self._spatial(self.dec_spatial, self.dec_spatial_bias, x)
+            return self.pixel_head(x)
+        t = quantized.shape[1]
+        chunks = self._decode_chunks(lambda start, stop: quantized[:, start:stop], t, token_frames_per_chunk)
+        return torch.cat(list(chunks), dim=2)
+
+    def _decode_chunks(
+        self, codes_of: Callable[[int, int], Tensor], num_token_frames: int, token_frames_per_chunk: int
+    ) -> Iterator[Tensor]:
+        _check_chunk_size(token_frames_per_chunk)
+        return self._decode_chunk_iter(codes_of, num_token_frames, token_frames_per_chunk)
+
+    def _decode_chunk_iter(
+        self, codes_of: Callable[[int, int], Tensor], num_token_frames: int, token_frames_per_chunk: int
+    ) -> Iterator[Tensor]:
+        """Video frames of token frames [start, stop) in turn; `codes_of(start, stop)` gives their latents.
+
+        The decoder's temporal transformer is causal (ALiBi with -inf on later frames): a chunk's queries attend
+        to its own keys and, through a KV cache, to those of every earlier chunk, exactly the keys whole decoding
+        gives them. The spatial transformer and the pixel head work on each frame alone (the conv head's 3x3
+        convolutions are 2-D, its GroupNorm per frame), so they need nothing from other chunks.
+        """
+        # buffers filled in place when nothing needs their history; under autograd each chunk concatenates
+        cache = KVCache(capacity=None if torch.is_grad_enabled() else num_token_frames)
+        for start in range(0, num_token_frames, token_frames_per_chunk):
+            stop = min(start + token_frames_per_chunk, num_token_frames)
+            x = self._temporal(self.dec_temporal, codes_of(start, stop), start=start, kv_cache=cache)
+            x = self._spatial(self.dec_spatial, self.dec_spatial_bias, x)
+            yield self.pixel_head(x, starts_at_first_frame=start == 0)
 
     def token_frame_mask(self, frame_mask: Tensor) -> Tensor:
         """(b, f) bool over video frames -> (b, t) bool over token frames: a token frame is real when any of the
@@ -571,8 +625,47 @@ class CViViT(ConfigMixin, nn.Module):
         _, ids, _ = self.quantize(self.encode(video))
         return ids
 
-    def decode_from_codebook_indices(self, ids: Tensor, image_size: int | tuple[int, int] | None = None) -> Tensor:
-        """ids (b, t, h, w), or flattened (b, t*h*w) given the model's image_size -> video in pixel space."""
+    def decode_from_codebook_indices(
+        self,
+        ids: Tensor,
+        image_size: int | tuple[int, int] | None = None,
+        token_frames_per_chunk: int | None = None,
+    ) -> Tensor:
+        """ids (b, t, h, w), or flattened (b, t*h*w) given the model's image_size -> video (b, c, f, H, W).
+
+        `token_frames_per_chunk` (None: all at once) decodes that many token frames at a time, so the decoder's
+        activations (the spatial transformer's attention, the pixel head's full-resolution feature maps) exist for
+        one chunk only. The output equals whole decoding (up to float rounding, ~1e-6): the temporal transformer
+        is causal, and each chunk attends to the cached keys/values of all earlier token frames. What still grows
+        with the length: those cached keys/values (2 x temporal_depth x heads x dim_head numbers per token) and the
+        returned video; `iter_decode_from_codebook_indices` hands the video out chunk by chunk instead.
+        """
+        ids = self._ids_as_grid(ids, image_size)
+        if token_frames_per_chunk is None:
+            return self.decode(self._codes(ids))
+        chunks = self.iter_decode_from_codebook_indices(ids, token_frames_per_chunk=token_frames_per_chunk)
+        return torch.cat(list(chunks), dim=2)
+
+    def iter_decode_from_codebook_indices(
+        self, ids: Tensor, image_size: int | tuple[int, int] | None = None, *, token_frames_per_chunk: int
+    ) -> Iterator[Tensor]:
+        """Decode `ids` (as in `decode_from_codebook_indices`) `token_frames_per_chunk` token frames at a time,
+        yielding each chunk's video frames (b, c, f_chunk, H, W): 1 + (n-1)*tp frames for the first chunk of n
+        token frames, n*tp for later ones. Concatenated along dim 2 they are the whole decoded video, so a long
+        video can be written out (or its frames consumed) without ever holding all of it."""
+        ids = self._ids_as_grid(ids, image_size)
+        return self._decode_chunks(
+            lambda start, stop: self._codes(ids[:, start:stop]), ids.shape[1], token_frames_per_chunk
+        )
+
+    def _codes(self, ids: Tensor) -> Tensor:
+        """ids (b, t, h, w) -> quantized latents (b, t, h, w, d)."""
+        b, t, h, w = ids.shape
+        codes = self.quantizer.codes_from_ids(rearrange(ids, "b t h w -> b (t h w)"))
+        return rearrange(codes, "b (t h w) d -> b t h w d", t=t, h=h, w=w)
+
+    def _ids_as_grid(self, ids: Tensor, image_size: int | tuple[int, int] | None) -> Tensor:
+        """Checked ids as (b, t, h, w)."""
         self._check_ids(ids)
         if ids.ndim == 2:
             h, w = self.patch_grid(image_size)
@@ -589,9 +682,7 @@ class CViViT(ConfigMixin, nn.Module):
                 f"codebook ids are on a {h}x{w} token grid, this CViViT was built for image_size={self.image_size} "
                 f"(a {self.patch_grid()[0]}x{self.patch_grid()[1]} grid)"
             )
-        codes = self.quantizer.codes_from_ids(rearrange(ids, "b t h w -> b (t h w)"))
-        codes = rearrange(codes, "b (t h w) d -> b t h w d", t=t, h=h, w=w)
-        return self.decode(codes)
+        return ids
 
     # ------------------------------------------------------------------ losses
 
@@ -780,6 +871,13 @@ class CViViT(ConfigMixin, nn.Module):
     def save(self, path: str | Path):
         """Write the weights to a safetensors file atomically (temp file + rename), with a checksum."""
         atomic_save_safetensors(self, path)
+
+
+def _check_chunk_size(token_frames_per_chunk) -> None:
+    if isinstance(token_frames_per_chunk, bool) or not isinstance(token_frames_per_chunk, int):
+        raise TypeError(f"token_frames_per_chunk must be an int or None, got {type(token_frames_per_chunk).__name__}")
+    if token_frames_per_chunk < 1:
+        raise ValueError(f"token_frames_per_chunk must be >= 1 or None, got {token_frames_per_chunk}")
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import subprocess
 import sys
@@ -334,3 +335,141 @@ def test_trackers_receive_config_and_logs(tmp_path):
     assert recorder.config["batch_size"] == 2 and recorder.finished
     assert [step for step, _ in recorder.logs] == [1, 2]
     assert "valid_recon_loss" in recorder.logs[-1][1] and "recon_loss" in recorder.logs[0][1]
+
+
+# ---------------------------------------------------------------------------------------------- iterable data
+
+
+class ClipStream(torch.utils.data.IterableDataset):
+    """Clips of a map-style dataset in a seeded per-epoch order; `load_state_dict` only when `resumable`."""
+
+    def __init__(self, source, resumable: bool = True):
+        self.source, self.resumable = source, resumable
+        self.epoch, self.skip, self.epochs_set = 0, 0, []
+
+    def set_epoch(self, epoch):
+        self.epoch, self.skip = epoch, 0
+        self.epochs_set.append(epoch)
+
+    def __getattr__(self, name):
+        if name == "load_state_dict" and self.__dict__.get("resumable"):
+            return self._load_state_dict
+        raise AttributeError(name)
+
+    def _load_state_dict(self, state):
+        self.set_epoch(state["epoch"])
+        self.skip = state["samples_consumed"]
+
+    def __iter__(self):
+        order = torch.randperm(len(self.source), generator=torch.Generator().manual_seed(self.epoch)).tolist()
+        for index in order[self.skip :]:
+            yield self.source[index]
+
+
+def make_stream_trainer(results, stream, **overrides):
+    kwargs = dict(
+        dataset=stream,
+        num_frames=5,
+        batch_size=2,
+        num_train_steps=5,
+        lr=1e-3,
+        apply_grad_penalty_every=2,
+        save_results_every=100,
+        save_model_every=100,
+        results_folder=results,
+        seed=3,
+    )
+    kwargs.update(overrides)
+    return CViViTTrainer(tiny_cvivit(seed=overrides.pop("model_seed", 0)), **kwargs)
+
+
+def fingerprint(trainer):
+    return [round(float(b["video"].sum()), 4) for b in trainer.next_batches()]
+
+
+def test_iterable_dataset_trains_epoch_after_epoch(tmp_path):
+    stream = ClipStream(synthetic(5))  # 5 clips, batches of 2: each epoch is 2 + 2 + 1
+    trainer = make_stream_trainer(tmp_path, stream, num_train_steps=7)
+    sizes = []
+    original = trainer.next_batches
+
+    def recording():
+        batches = original()
+        sizes.append([b["video"].shape[0] for b in batches])
+        return batches
+
+    trainer.next_batches = recording
+    trainer.train()
+    assert sizes == [[2], [2], [1], [2], [2], [1], [2]]
+    assert stream.epochs_set[-3:] == [0, 1, 2]  # set_epoch at the start and whenever an epoch ran out
+    assert (trainer.data_epoch, trainer.samples_consumed) == (2, 2)
+    checkpoint = load_checkpoint(trainer.checkpoints.latest())
+    assert checkpoint["extra"]["data"] == {"per_rank": [{"epoch": 2, "samples_consumed": 2}]}
+    # no held-out split from a stream: the evaluation used the latest training batch
+    logs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert not any("valid_recon_loss" in entry for entry in logs)
+
+
+@pytest.mark.parametrize("resumable", [True, False])
+def test_iterable_dataset_resumes_where_it_stopped_or_at_its_epoch_start(tmp_path, resumable):
+    straight = make_stream_trainer(tmp_path / "straight", ClipStream(synthetic(5), resumable))
+    expected = [fingerprint(straight) for _ in range(6)]
+    first = make_stream_trainer(tmp_path / "resumed", ClipStream(synthetic(5), resumable), num_train_steps=4)
+    first.train()  # 4 batches: epoch 0 (2 + 2 + 1), then 1 of epoch 1
+    second = make_stream_trainer(tmp_path / "resumed", ClipStream(synthetic(5), resumable), resume=True)
+    assert second.step == 4
+    resumed = [fingerprint(second) for _ in range(2)]
+    if resumable:
+        assert resumed == expected[4:6]  # exactly where the uninterrupted run was
+    else:
+        assert resumed == expected[3:5]  # epoch 1 from its first batch
+
+
+def test_iterable_dataset_validation_comes_from_valid_dataset(tmp_path):
+    with pytest.raises(ValueError, match="valid_frac=0.1.*IterableDataset"):
+        make_stream_trainer(tmp_path / "a", ClipStream(synthetic(5)), valid_frac=0.1)
+    trainer = make_stream_trainer(
+        tmp_path / "b", ClipStream(synthetic(5)), valid_dataset=synthetic(3), num_train_steps=2, save_results_every=2
+    )
+    trainer.train()
+    logs = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert "valid_recon_loss" in logs[-1] and "valid_psnr" in logs[-1]
+    assert trainer.validation_batch()["video"].shape[0] == 2  # the first batch_size items of valid_dataset
+
+
+# ---------------------------------------------------------------------------------------------- padded frames
+
+
+class PaddedMix(torch.utils.data.Dataset):
+    """Clips and images-as-clips: item 2k is a one-frame clip padded to 5 frames (frame_mask True on frame 0
+    only), its padding filled with `pad_value`."""
+
+    def __init__(self, pad_value: float):
+        self.clips, self.pad_value = synthetic(8), pad_value
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        item = dict(self.clips[index])
+        if index % 2 == 0:
+            video = item["video"].clone()
+            video[:, 1:] = self.pad_value
+            item["video"], item["frame_mask"] = video, torch.tensor([True, False, False, False, False])
+        return item
+
+
+def test_padded_frames_of_a_mixed_batch_never_reach_the_losses(tmp_path):
+    """Two runs whose batches differ only in the content of padded frames train identically (generator and
+    discriminator steps): the trainer hands frame_mask to both losses."""
+    runs = []
+    for pad_value in (0.0, 1.0):
+        trainer = make_stream_trainer(
+            tmp_path / str(pad_value), PaddedMix(pad_value), valid_frac=0, batch_size=4, num_train_steps=2
+        )
+        logs = [trainer.train_step() for _ in range(2)]
+        assert all(math.isfinite(entry["recon_loss"]) and "discr_loss" in entry for entry in logs)
+        runs.append((logs, clone_state(trainer.unwrapped_model)))
+    (logs_a, state_a), (logs_b, state_b) = runs
+    assert logs_a == logs_b
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)

@@ -406,3 +406,77 @@ def test_two_processes_keep_identical_replicas(tmp_path, critic):
     moved = [k for k in initial if not torch.equal(initial[k], ranks[0]["model"][k])]
     assert any(k.startswith("maskgit.") for k in moved) and any(k.startswith("critic.") for k in moved)
     assert not any(k.startswith("cvivit.") for k in moved)
+
+
+# ---------------------------------------------------------------------------------------------- iterable data
+
+
+class CaptionedStream(torch.utils.data.IterableDataset):
+    """Captioned clips in a seeded per-epoch order, resumable mid-epoch with `load_state_dict`."""
+
+    def __init__(self, source):
+        self.source, self.epoch, self.skip = source, 0, 0
+
+    def set_epoch(self, epoch):
+        self.epoch, self.skip = epoch, 0
+
+    def load_state_dict(self, state):
+        self.epoch, self.skip = state["epoch"], state["samples_consumed"]
+
+    def __iter__(self):
+        order = torch.randperm(len(self.source), generator=torch.Generator().manual_seed(self.epoch)).tolist()
+        for index in order[self.skip :]:
+            yield self.source[index]
+
+
+def test_iterable_dataset_trains_and_resumes_mid_epoch(tmp_path):
+    def make(results, **overrides):
+        kwargs = dict(dataset=CaptionedStream(synthetic(5)), valid_frac=None, batch_size=2, grad_accum_every=1)
+        return make_resume_trainer(results, **{**kwargs, "save_results_every": 100, **overrides})
+
+    with pytest.raises(ValueError, match="IterableDataset"):
+        make(tmp_path / "bad", valid_frac=0.2)
+    straight = make(tmp_path / "straight")
+    straight_logs = [straight.train_step() for _ in range(5)]
+    first = make(tmp_path / "resumed", train_num_steps=4)  # 2 + 2 + 1 items of epoch 0, then 2 of epoch 1
+    first.train()
+    second = make(tmp_path / "resumed", resume=True, model_seed=7)
+    assert (second.step, second._data_resume) == (4, {"epoch": 1, "samples_consumed": 2})
+    assert second.train_step() == straight_logs[4]
+    assert (second.data_epoch, second.samples_consumed) == (1, 4)
+
+
+# ---------------------------------------------------------------------------------------------- padded frames
+
+
+class PaddedMix(torch.utils.data.Dataset):
+    """Captioned clips; every other one is an image as a one-frame clip padded to 5 frames with `pad_value`."""
+
+    def __init__(self, pad_value: float):
+        self.clips, self.pad_value = synthetic(8), pad_value
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        item = dict(self.clips[index])
+        if index % 2 == 0:
+            video = item["video"].clone()
+            video[:, 1:] = self.pad_value
+            item["video"], item["frame_mask"] = video, torch.tensor([True, False, False, False, False])
+        return item
+
+
+def test_padded_frames_of_a_mixed_batch_never_reach_the_loss(tmp_path):
+    """Batches that differ only in the content of padded frames train identically: frame_mask reaches the loss."""
+    runs = []
+    for pad_value in (0.0, 1.0):
+        trainer = make_resume_trainer(
+            tmp_path / str(pad_value), dataset=PaddedMix(pad_value), valid_frac=0, batch_size=4
+        )
+        logs = [trainer.train_step() for _ in range(2)]
+        assert all(torch.isfinite(torch.tensor(entry["maskgit_loss"])) for entry in logs)
+        runs.append((logs, clone_state(trainer.unwrapped_model)))
+    (logs_a, state_a), (logs_b, state_b) = runs
+    assert logs_a == logs_b
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)

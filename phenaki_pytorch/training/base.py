@@ -45,6 +45,7 @@ so any process can evaluate or save it. Checkpoints are written by the main proc
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import warnings
@@ -58,7 +59,7 @@ import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, send_to_device, set_seed
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from tqdm.auto import tqdm
 
 from ..data._utils import check_positive_int
@@ -247,7 +248,13 @@ class BaseTrainer:
         self.schedulers: dict[str, Any] = {}
         self.ema = None
         self._train_data: EpochSubset | None = None
+        self._train_iterable: IterableDataset | None = None
+        self._valid_dataset: Dataset | None = None
         self._collate_fn: Callable | None = None
+        # an iterable dataset's position on this process: its epoch and the items of it trained on so far
+        self.data_epoch = 0
+        self.samples_consumed = 0
+        self._data_resume: dict[str, int] | None = None
         self._batches: Iterator | None = None
         self._trackers_started = False
         self._checkpointed_step: int | None = None  # the same on every process, unlike a look at the folder
@@ -340,6 +347,36 @@ class BaseTrainer:
 
     # ------------------------------------------------------------------ data
 
+    def set_data(
+        self,
+        dataset: Dataset,
+        collate_fn: Callable,
+        *,
+        valid_frac: float | None,
+        split_seed: int,
+        valid_dataset: Dataset | None = None,
+    ):
+        """Training data (and validation data) from the trainer's arguments.
+
+        A map-style `dataset` is shuffled and resumed by index; `valid_frac` (None: 0.05, or 0 when a
+        `valid_dataset` is given) of it is held out. An `IterableDataset` (e.g. `ShardedDataset`) is read in its
+        own order and shards itself across processes and workers: no held-out split is taken from it (`valid_frac`
+        must be None or 0; pass `valid_dataset=` to validate).
+        """
+        if isinstance(dataset, IterableDataset):
+            if valid_frac:
+                raise ValueError(
+                    f"valid_frac={valid_frac}: no validation split can be taken from an IterableDataset "
+                    f"({type(dataset).__name__}); pass valid_frac=0 (or leave it None) and valid_dataset= to validate"
+                )
+            self.set_iterable_train_data(dataset, collate_fn)
+        else:
+            if valid_frac is None:
+                valid_frac = 0.0 if valid_dataset is not None else 0.05
+            self.set_data_with_validation(dataset, collate_fn, valid_frac, split_seed)
+        if valid_dataset is not None:
+            self.set_validation_data(valid_dataset)
+
     def set_data_with_validation(self, dataset: Dataset, collate_fn: Callable, valid_frac: float, split_seed: int):
         """Hold out a seeded `valid_frac` of `dataset` (at least one item when there are two or more) and
         train on the rest; `validation_batch()` then gives the first `batch_size` held-out items."""
@@ -353,18 +390,64 @@ class BaseTrainer:
         self.full_dataset, self.valid_indices, self._valid_batch = dataset, order[:num_valid], None
         self.set_train_data(dataset, order[num_valid:], collate_fn=collate_fn)
 
+    def set_validation_data(self, dataset: Dataset):
+        """Validate on the first `batch_size` items of `dataset` (map-style or iterable) instead of a split."""
+        if not isinstance(dataset, IterableDataset) and not hasattr(dataset, "__getitem__"):
+            raise TypeError(f"valid_dataset must be a torch Dataset, got {type(dataset).__name__}")
+        self._valid_dataset, self._valid_batch = dataset, None
+
     def validation_batch(self) -> Any:
-        if getattr(self, "_valid_batch", None) is None and getattr(self, "valid_indices", None):
-            items = [self.full_dataset[i] for i in self.valid_indices[: self.batch_size]]
-            self._valid_batch = self._collate_fn(items) if self._collate_fn else items
+        if getattr(self, "_valid_batch", None) is None:
+            items = None
+            if self._valid_dataset is not None:
+                dataset = self._valid_dataset
+                if isinstance(dataset, IterableDataset):
+                    items = list(itertools.islice(iter(dataset), self.batch_size))
+                else:
+                    items = [dataset[i] for i in range(min(len(dataset), self.batch_size))]
+            elif getattr(self, "valid_indices", None):
+                items = [self.full_dataset[i] for i in self.valid_indices[: self.batch_size]]
+            if items:
+                self._valid_batch = self._collate_fn(items) if self._collate_fn else items
         return getattr(self, "_valid_batch", None)
 
     def set_train_data(self, dataset: Dataset, indices: Sequence[int] | None = None, collate_fn: Callable = None):
         self._train_data = EpochSubset(dataset, indices)
+        self._train_iterable = None
         self._collate_fn = collate_fn
         self._batches = None
 
+    def set_iterable_train_data(self, dataset: IterableDataset, collate_fn: Callable = None):
+        """Train on an `IterableDataset` read in its own order, `batch_size` items per micro-batch.
+
+        The dataset splits itself across processes and DataLoader workers (accelerate never re-shards it). When
+        an epoch's iterator is exhausted, `set_epoch(epoch + 1)` is called (if the dataset has it) and a new one
+        is started. Checkpoints store each process's `(epoch, samples_consumed)`; on resume a dataset with
+        `load_state_dict` is given it and continues exactly where it stopped, any other restarts the epoch it was
+        in from its start.
+        """
+        self._train_iterable = dataset
+        self._train_data = None
+        self._collate_fn = collate_fn
+        self._batches = None
+        self.data_epoch, self.samples_consumed = 0, 0
+
+    def first_train_item(self) -> Any:
+        """One training item, read the way training reads them (to inspect its keys and shapes)."""
+        if self._train_data is not None:
+            return self._train_data[(0, 0)]
+        if self._train_iterable is not None:
+            if callable(getattr(self._train_iterable, "set_epoch", None)):
+                self._train_iterable.set_epoch(self.data_epoch)
+            try:
+                return next(iter(self._train_iterable))
+            except StopIteration:
+                raise ValueError(f"the training dataset ({type(self._train_iterable).__name__}) is empty") from None
+        raise RuntimeError("no training data: call set_data() in setup()")
+
     def _make_batches(self) -> Iterator:
+        if self._train_iterable is not None:
+            return self._iterable_batches()
         sampler = ResumableBatchSampler(
             len(self._train_data),
             self.batch_size,
@@ -383,9 +466,78 @@ class BaseTrainer:
         )
         return iter(loader)
 
+    def _iterable_batches(self) -> Iterator:
+        """Endless batches of the iterable dataset, epoch after epoch, counting what this process consumed."""
+        dataset = self._train_iterable
+        resume, self._data_resume = self._data_resume, None
+        set_epoch = getattr(dataset, "set_epoch", None)
+        load_state = getattr(dataset, "load_state_dict", None)
+        resumed_mid_epoch = False
+        if resume is not None and callable(load_state):
+            self.data_epoch, self.samples_consumed = int(resume["epoch"]), int(resume["samples_consumed"])
+            load_state({"epoch": self.data_epoch, "samples_consumed": self.samples_consumed})
+            resumed_mid_epoch = self.samples_consumed > 0
+        else:
+            if resume is not None:  # no way to skip into the epoch: it restarts from its first item
+                self.data_epoch = int(resume["epoch"])
+            self.samples_consumed = 0
+            if callable(set_epoch):
+                set_epoch(self.data_epoch)
+        while True:
+            loader = DataLoader(
+                dataset,
+                batch_size=self.batch_size,
+                collate_fn=self._collate_fn,
+                num_workers=self.num_workers,
+                pin_memory=self.device.type == "cuda",
+                generator=torch.Generator().manual_seed(self.seed + self.data_epoch),
+            )
+            yielded = False
+            for batch in loader:
+                yielded = True
+                self.samples_consumed += _batch_length(batch)
+                yield batch
+            if not yielded and not resumed_mid_epoch:
+                raise ValueError(
+                    f"the training dataset ({type(dataset).__name__}) yielded no items in epoch {self.data_epoch} "
+                    f"on process {self.accelerator.process_index}"
+                )
+            resumed_mid_epoch = False
+            self.data_epoch, self.samples_consumed = self.data_epoch + 1, 0
+            if callable(set_epoch):
+                set_epoch(self.data_epoch)
+
+    def _data_position(self) -> dict[str, Any] | None:
+        """Every process's iterable-data position (collective under several processes); None for map-style data."""
+        if self._train_iterable is None:
+            return None
+        mine = {"epoch": self.data_epoch, "samples_consumed": self.samples_consumed}
+        if self.accelerator.num_processes > 1 and dist.is_initialized():
+            per_rank: list[Any] = [None] * self.accelerator.num_processes
+            dist.all_gather_object(per_rank, mine)
+        else:
+            per_rank = [mine]
+        return {"per_rank": per_rank}
+
+    def _restore_data_position(self, saved: Mapping[str, Any] | None):
+        if self._train_iterable is None or not saved:
+            return
+        per_rank = list(saved.get("per_rank", []))
+        rank = self.accelerator.process_index
+        if len(per_rank) == self.accelerator.num_processes:
+            self._data_resume = dict(per_rank[rank])
+        elif per_rank:
+            warnings.warn(
+                f"the checkpoint's data position was saved by {len(per_rank)} processes, this run has "
+                f"{self.accelerator.num_processes}: the iterable dataset restarts epoch {per_rank[0]['epoch']} "
+                "from its start",
+                stacklevel=3,
+            )
+            self._data_resume = {"epoch": int(per_rank[0]["epoch"]), "samples_consumed": 0}
+
     def next_batches(self) -> list:
         """The `grad_accum_every` micro-batches of this step, on the device (the data position is step-derived)."""
-        if self._train_data is None:
+        if self._train_data is None and self._train_iterable is None:
             raise RuntimeError("no training data: call set_train_data() in setup()")
         if self._batches is None:
             self._batches = self._make_batches()
@@ -578,6 +730,7 @@ class BaseTrainer:
         path written (None on the other processes).
         """
         model_state = self.accelerator.get_state_dict(self.model)
+        data_position = self._data_position()  # collective: every process's place in an iterable dataset
         written = None
         if self.is_main:
             state = dict(
@@ -590,6 +743,7 @@ class BaseTrainer:
                     "trainer": type(self).__name__,
                     "hparams": self.hparams(),
                     "nonfinite": {"skipped": dict(self.nonfinite_skipped), "in_a_row": dict(self.nonfinite_in_a_row)},
+                    **({"data": data_position} if data_position is not None else {}),
                 },
             )
             if path is None:
@@ -627,6 +781,7 @@ class BaseTrainer:
         nonfinite = checkpoint.get("extra", {}).get("nonfinite", {})
         self.nonfinite_skipped = dict(nonfinite.get("skipped", {}))
         self.nonfinite_in_a_row = dict(nonfinite.get("in_a_row", {}))
+        self._restore_data_position(checkpoint.get("extra", {}).get("data"))
         self._batches = None  # rebuilt at the restored data position on the next step
         self._checkpointed_step = self.step
         if self.is_main:
@@ -699,6 +854,24 @@ def _floating_tensors(value: Any) -> Iterator[Tensor]:
     elif isinstance(value, (list, tuple)):
         for item in value:
             yield from _floating_tensors(item)
+
+
+def _batch_length(batch: Any) -> int:
+    """Items in a collated batch: the leading size of its first tensor (or the length of a list of items)."""
+    for tensor in _all_tensors(batch):
+        return int(tensor.shape[0]) if tensor.ndim else 1
+    return len(batch) if isinstance(batch, (list, tuple)) else 1
+
+
+def _all_tensors(value: Any) -> Iterator[Tensor]:
+    if isinstance(value, Tensor):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _all_tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _all_tensors(item)
 
 
 def _total_norm(grads: list[Tensor]) -> Tensor:

@@ -97,7 +97,8 @@ class CViViTTrainer(BaseTrainer):
         ema_update_every: int = 1,
         ema_update_after_step: int = 0,
         apply_grad_penalty_every: int = 4,
-        valid_frac: float = 0.05,
+        valid_frac: float | None = None,
+        valid_dataset: Dataset | None = None,
         random_split_seed: int | None = None,
         save_results_every: int = 100,
         save_model_every: int = 1000,
@@ -117,8 +118,8 @@ class CViViTTrainer(BaseTrainer):
     ):
         if (folder is None) == (dataset is None):
             raise ValueError("pass exactly one of folder= (a directory of videos or images) or dataset=")
-        if not 0.0 <= valid_frac < 1.0:
-            raise ValueError(f"valid_frac must lie in [0, 1), got {valid_frac}")
+        if valid_frac is not None and not 0.0 <= valid_frac < 1.0:
+            raise ValueError(f"valid_frac must lie in [0, 1) or be None, got {valid_frac}")
         check_positive_int("save_results_every", save_results_every)
         check_positive_int("ema_update_every", ema_update_every)
         if apply_grad_penalty_every < 0 or lr_warmup_steps < 0:
@@ -151,7 +152,7 @@ class CViViTTrainer(BaseTrainer):
         self.use_ema = use_ema
         self.ema_kwargs = dict(beta=ema_beta, update_every=ema_update_every, update_after_step=ema_update_after_step)
         self.apply_grad_penalty_every = apply_grad_penalty_every
-        self.valid_frac = valid_frac
+        self.valid_frac, self.valid_dataset = valid_frac, valid_dataset
         self.random_split_seed = seed if random_split_seed is None else random_split_seed
         self.save_results_every = save_results_every
         self.samples_folder = self.results_folder / "samples"
@@ -166,10 +167,12 @@ class CViViTTrainer(BaseTrainer):
 
     def _build_dataset(self) -> Dataset:
         if self.dataset is not None:
-            if isinstance(self.dataset, IterableDataset) or not hasattr(self.dataset, "__len__"):
+            if not isinstance(self.dataset, IterableDataset) and not (
+                hasattr(self.dataset, "__len__") and hasattr(self.dataset, "__getitem__")
+            ):
                 raise TypeError(
-                    f"dataset must be a map-style Dataset with __len__ and __getitem__ (the trainer shuffles and "
-                    f"resumes by index), got {type(self.dataset).__name__}"
+                    "dataset must be a map-style Dataset with __len__ and __getitem__ (shuffled and resumed by "
+                    f"index) or a torch IterableDataset (read in its own order), got {type(self.dataset).__name__}"
                 )
             return self.dataset
         model_size = getattr(self.cvivit, "image_size", None)
@@ -195,7 +198,13 @@ class CViViTTrainer(BaseTrainer):
             if not callable(getattr(cvivit, method, None)):
                 raise TypeError(f"cvivit must be a CViViT (with .{method}()), got {type(cvivit).__name__}")
         dataset = self._build_dataset()
-        self.set_data_with_validation(dataset, collate_clips, self.valid_frac, self.random_split_seed)
+        self.set_data(
+            dataset,
+            collate_clips,
+            valid_frac=self.valid_frac,
+            split_seed=self.random_split_seed,
+            valid_dataset=self.valid_dataset,
+        )
 
         self.has_discr = getattr(cvivit, "discr", None) is not None and len(cvivit.discriminator_parameters()) > 0
         status = getattr(cvivit, "perceptual_status", None)

@@ -102,7 +102,8 @@ class PhenakiTrainer(BaseTrainer):
         sample_steps: int | None = None,
         save_results_every: int = 100,
         save_model_every: int = 1000,
-        valid_frac: float = 0.05,
+        valid_frac: float | None = None,
+        valid_dataset: Dataset | None = None,
         random_split_seed: int | None = None,
         results_folder: str | Path = "./results",
         keep_last: int | None = 3,
@@ -133,8 +134,8 @@ class PhenakiTrainer(BaseTrainer):
             sample_texts = list(sample_texts)
             if not sample_texts or not all(isinstance(t, str) for t in sample_texts):
                 raise ValueError(f"sample_texts must be a non-empty list of captions, got {sample_texts!r}")
-        if not 0.0 <= valid_frac < 1.0:
-            raise ValueError(f"valid_frac must lie in [0, 1), got {valid_frac}")
+        if valid_frac is not None and not 0.0 <= valid_frac < 1.0:
+            raise ValueError(f"valid_frac must lie in [0, 1) or be None, got {valid_frac}")
         check_positive_int("save_results_every", save_results_every)
         check_positive_int("ema_update_every", ema_update_every)
         check_positive_int("num_samples", num_samples)
@@ -173,7 +174,7 @@ class PhenakiTrainer(BaseTrainer):
         self.num_samples = num_samples
         self.sample_num_frames = sample_num_frames
         self.sample_cond_scale, self.sample_steps = sample_cond_scale, sample_steps
-        self.valid_frac = valid_frac
+        self.valid_frac, self.valid_dataset = valid_frac, valid_dataset
         self.random_split_seed = seed if random_split_seed is None else random_split_seed
         self.save_results_every = save_results_every
         self.samples_folder = self.results_folder / "samples"
@@ -186,10 +187,12 @@ class PhenakiTrainer(BaseTrainer):
 
     def _build_dataset(self) -> Dataset:
         if self.dataset is not None:
-            if isinstance(self.dataset, IterableDataset) or not hasattr(self.dataset, "__len__"):
+            if not isinstance(self.dataset, IterableDataset) and not (
+                hasattr(self.dataset, "__len__") and hasattr(self.dataset, "__getitem__")
+            ):
                 raise TypeError(
-                    f"dataset must be a map-style Dataset with __len__ and __getitem__ (the trainer shuffles and "
-                    f"resumes by index), got {type(self.dataset).__name__}"
+                    "dataset must be a map-style Dataset with __len__ and __getitem__ (shuffled and resumed by "
+                    f"index) or a torch IterableDataset (read in its own order), got {type(self.dataset).__name__}"
                 )
             return self.dataset
         cvivit = self.phenaki.cvivit
@@ -246,8 +249,14 @@ class PhenakiTrainer(BaseTrainer):
     def setup(self):
         phenaki = self.phenaki
         dataset = self._build_dataset()
-        self.set_data_with_validation(dataset, collate_clips, self.valid_frac, self.random_split_seed)
-        self._inspect_data(self._train_data[(0, 0)])  # the first training item, read with the sampler's epoch set
+        self.set_data(
+            dataset,
+            collate_clips,
+            valid_frac=self.valid_frac,
+            split_seed=self.random_split_seed,
+            valid_dataset=self.valid_dataset,
+        )
+        self._inspect_data(self.first_train_item())  # the first training item, read as training reads it
         self._collate_fn = self.collate_fn  # raw clips or pre-tokenized ids, as the item showed
 
         frames = self.sample_num_frames

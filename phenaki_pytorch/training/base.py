@@ -721,6 +721,37 @@ class BaseTrainer:
             with open(self.results_folder / "metrics.jsonl", "a") as file:
                 file.write(json.dumps({"step": self.step, **{k: _finite(v) for k, v in logs.items()}}) + "\n")
 
+    def log_videos(self, tag: str, videos: Tensor):
+        """Send clips `(b, c, f, h, w)` in [0, 1] to the trackers as one image: a row per clip, a column per frame.
+
+        TensorBoard and Weights & Biases get it through accelerate's `log_images` (no video encoder needed);
+        other trackers with `log_images` are tried the same way. Logged at the current step, on the main process.
+        """
+        if not self._trackers_started or not self.is_main:
+            return
+        if videos.ndim != 5:
+            raise ValueError(
+                f"videos must be (batch, channels, frames, height, width), got shape {tuple(videos.shape)}"
+            )
+        clips = videos.detach().float().clamp(0.0, 1.0).cpu()
+        if clips.shape[1] == 1:
+            clips = clips.expand(-1, 3, -1, -1, -1)
+        b, c, f, h, w = clips.shape
+        # (b, c, f, h, w) -> (b * h, f * w, c): clips stacked downwards, frames side by side
+        grid = clips.permute(0, 3, 2, 4, 1).reshape(b * h, f * w, c)
+        grid = (grid * 255).round().to(torch.uint8).numpy()
+        for tracker in self.accelerator.trackers:
+            log_images = getattr(tracker, "log_images", None)
+            if not callable(log_images):
+                continue
+            try:
+                if tracker.name == "tensorboard":
+                    log_images({tag: grid[None]}, step=self.step, dataformats="NHWC")
+                else:
+                    log_images({tag: [grid]}, step=self.step)
+            except NotImplementedError:
+                continue
+
     # ------------------------------------------------------------------ checkpoints
 
     def save(self, path: str | Path | None = None) -> Path | None:

@@ -376,7 +376,9 @@ class CViViTTrainer(BaseTrainer):
             if value is not None:
                 logs[f"{prefix}_{name}"] = float(value)
         path = self.samples_folder / f"step-{self.step:08d}.gif"
-        save_video(torch.cat((video, recon.clamp(0.0, 1.0)), dim=-1).float().cpu(), path, fps=8)
+        side_by_side = torch.cat((video, recon.clamp(0.0, 1.0)), dim=-1).float().cpu()
+        save_video(side_by_side, path, fps=8)
+        self.log_videos("reconstructions", side_by_side)  # originals (left) beside reconstructions (right)
         self.print(
             f"step {self.step}: {key} {loss:.5f}, PSNR {report.psnr:.2f} dB, codebook usage "
             f"{report.codebook_usage:.1%}, samples in {str(path)!r}"

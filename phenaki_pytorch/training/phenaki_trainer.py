@@ -433,6 +433,7 @@ class PhenakiTrainer(BaseTrainer):
             videos, captions = sampled
             path = self.samples_folder / f"step-{self.step:08d}.gif"
             save_video(videos.float().cpu(), path, fps=8)
+            self.log_videos("samples", videos)
             if captions is not None:
                 path.with_suffix(".txt").write_text("".join(f"{text}\n" for text in captions))
             message += f"{', ' if message else ''}samples in {str(path)!r}"

@@ -9,6 +9,9 @@ and perplexity on them, and a shape probe's accuracy on reconstructions against 
     python benchmarks/quality.py --steps 400 --curve-every 100
     python benchmarks/quality.py --steps 400 --cvivit '{"pixel_head": "linear"}'   # one ablation
 
+Stage 2 (benchmarks/quality_stage2.py): `--stage 2 --tokenizer DIR` (or `--stage both`) trains a text-conditioned
+Phenaki with `PhenakiTrainer` on the tokenized training clips and judges samples of every prompt; see that file.
+
 A PNG of real frames (top) above their reconstructions (bottom) goes to --out, with a JSON of every number.
 Runs on different CPUs compare by --steps; --minutes says what one machine reaches in a budget.
 """
@@ -91,8 +94,7 @@ def picture(real, recon, path, count=8):
     save_image(grid, path)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def stage1_args(parser):
     parser.add_argument("--steps", type=int, default=None, help="stop after this many training steps")
     parser.add_argument("--minutes", type=float, default=None, help="stop after this much training time")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -106,10 +108,11 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=str, default="results/quality")
     parser.add_argument("--save-tokenizer", type=str, default=None, help="save the EMA tokenizer here (stage 2 input)")
-    args = parser.parse_args(argv)
-    if args.steps is None and args.minutes is None:
-        parser.error("give --steps, --minutes or both")
 
+
+def stage1(args):
+    if args.steps is None and args.minutes is None:
+        raise SystemExit("stage 1: give --steps, --minutes or both")
     torch.set_num_threads(args.threads)
     header("tokenizer quality on the glyph benchmark")
     out = Path(args.out)
@@ -192,7 +195,26 @@ def main(argv=None):
         trainer.eval_model.save_pretrained(args.save_tokenizer)
         print(f"saved the EMA tokenizer to {args.save_tokenizer}")
     print(f"wrote {out / 'quality.json'} and {out / 'reconstructions.png'}")
-    return results
+    return results, trainer.eval_model
+
+
+def main(argv=None):
+    from quality_stage2 import stage2, stage2_args
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=("1", "2", "both"), default="1")
+    stage1_args(parser)
+    stage2_args(parser)
+    args = parser.parse_args(argv)
+    cvivit = None
+    if args.stage in ("1", "both"):
+        if args.stage == "both":
+            args.out = str(Path(args.out) / "stage1")
+        _, cvivit = stage1(args)
+        if args.stage == "both":
+            args.out = str(Path(args.out).parent)
+    if args.stage in ("2", "both"):
+        return stage2(args, cvivit)
 
 
 if __name__ == "__main__":

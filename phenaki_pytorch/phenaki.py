@@ -444,6 +444,7 @@ class Phenaki(ConfigMixin, nn.Module):
         temperature: float | None = None,
         critic_noise_scale: float = 1.0,
         critic_cond_scale: float | None = None,
+        remasking: str | None = None,
         scheduler: MaskGitScheduler | None = None,
         prime_codebook_ids: Tensor | None = None,
         text_embeds: Tensor | None = None,
@@ -463,14 +464,20 @@ class Phenaki(ConfigMixin, nn.Module):
         skips a decode/re-encode round trip; with `return_prime=True` they are decoded in front.
 
         Decoding: `scheduler` (a `MaskGitScheduler` or anything with its `set_timesteps`/`timesteps`/`step`)
-        defaults to `make_scheduler(steps, temperature, critic_noise_scale)`. `critic_cond_scale` guides the
-        critic's scores like `cond_scale` guides MaskGit's logits (None: unguided).
+        defaults to `make_scheduler(steps, temperature, critic_noise_scale)`. `remasking`: "critic" (the
+        default when the model has a critic) or "confidence" (MaskGIT's rule, the default without one).
+        `critic_cond_scale` guides the critic's scores like `cond_scale` guides MaskGit's logits (None: unguided).
 
         A NaN or infinite `cond_scale`, `temperature`, `text_embeds` or `prime_frames` is a ValueError
         naming it; counts must be ints (a bool is a TypeError).
         """
         if exists(text) and exists(texts):
             raise ValueError("pass text= or texts=, not both")
+        if remasking not in (None, "critic", "confidence"):
+            raise ValueError(f"remasking must be 'critic', 'confidence' or None, got {remasking!r}")
+        if remasking == "critic" and not exists(self.critic):
+            raise ValueError("remasking='critic' needs a critic: build Phenaki with critic= or self_token_critic=True")
+        use_critic = exists(self.critic) and remasking != "confidence"
         if exists(prime_frames) and exists(prime_codebook_ids):
             raise ValueError("pass prime_frames= or prime_codebook_ids=, not both")
         # one cheap check per call: non-finite inputs would otherwise come back as all-zero ids, silently
@@ -548,7 +555,7 @@ class Phenaki(ConfigMixin, nn.Module):
                 embeds = torch.zeros(batch, 1, self.maskgit.dim_context, device=device)
                 mask = torch.zeros(batch, 1, dtype=torch.bool, device=device)
             context_kv = self.prepare_context(embeds, mask, guided=guided)
-            if exists(self.critic):
+            if use_critic:
                 critic_kv = self.critic.context_kv(embeds, mask)
                 if critic_guided and exists(critic_kv):
                     critic_kv = _concat_kv(critic_kv, self.critic.context_kv(embeds, torch.zeros_like(mask)))
@@ -561,7 +568,7 @@ class Phenaki(ConfigMixin, nn.Module):
             scheduler.set_timesteps(steps)
         patch_shape = (h, w)
         critic_fn = None
-        if exists(self.critic):
+        if use_critic:
             def critic_fn(filled: Tensor) -> Tensor:
                 return self.guided_critic_logits(
                     filled, critic_kv, critic_cond_scale if critic_guided else None, patch_shape

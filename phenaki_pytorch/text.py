@@ -13,6 +13,7 @@ from a loose spec (name/path, encoder instance, callable or ``None``).
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -404,6 +405,33 @@ class CallableTextEncoder(TextEncoder):
         if device is not None:
             embeds, mask = embeds.to(device), mask.to(device)
         return embeds, mask
+
+
+def _word_vector(word: str, dim: int) -> Tensor:
+    seed = int.from_bytes(hashlib.sha256(word.lower().encode("utf-8")).digest()[:8], "little") & ((1 << 63) - 1)
+    return torch.randn(dim, generator=torch.Generator().manual_seed(seed))
+
+
+@typechecked
+def hashed_word_encoder(dim: int = 64) -> CallableTextEncoder:
+    """An offline stand-in for a pretrained text encoder, for toy sets and tests: every word maps to a fixed
+    random vector (seeded by the lower-cased word's SHA-256), one vector per word. No weights, no downloads,
+    no notion of meaning: "crimson" is as far from "red" as from "left"."""
+    if dim < 1:
+        raise ValueError(f"dim: expected a positive int, got {dim}")
+
+    def encode(texts: list[str]) -> tuple[Tensor, Tensor]:
+        rows = [[_word_vector(word, dim) for word in (text.split() or [""])] for text in texts]
+        length = max(len(row) for row in rows)
+        embeds = torch.zeros(len(rows), length, dim)
+        mask = torch.zeros(len(rows), length, dtype=torch.bool)
+        for i, row in enumerate(rows):
+            embeds[i, : len(row)] = torch.stack(row)
+            mask[i, : len(row)] = True
+        return embeds, mask
+
+    encode.__name__ = f"hashed_word_encoder_{dim}"
+    return CallableTextEncoder(encode, dim=dim)
 
 
 @typechecked

@@ -38,6 +38,7 @@ from .probe import (
     train_shape_probe,
 )
 from .prompts import PromptReport, judge_prompt_samples
+from .story import SceneCutReport, foreground_centroids, scene_cut_jumps
 
 __all__ = [
     "CodebookHistogram",
@@ -46,6 +47,7 @@ __all__ = [
     "I3D_PROTOCOL",
     "MAX_PSNR",
     "PromptReport",
+    "SceneCutReport",
     "ShapeProbe",
     "TokenizerMetrics",
     "TokenizerReport",
@@ -57,6 +59,7 @@ __all__ = [
     "evaluate_tokenizer",
     "feature_statistics",
     "flicker",
+    "foreground_centroids",
     "frechet_distance",
     "frechet_video_distance",
     "gaussian_blur",
@@ -68,6 +71,7 @@ __all__ = [
     "per_frame_mse",
     "probe_accuracy",
     "psnr",
+    "scene_cut_jumps",
     "ssim",
     "temporal_consistency",
     "token_frame_mask",

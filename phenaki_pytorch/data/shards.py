@@ -23,6 +23,7 @@ import math
 import os
 import tarfile
 import warnings
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -672,19 +673,16 @@ class ShardedDataset(IterableDataset):
         run = self.shuffle_buffer if self.shuffle_buffer > 1 else len(positions)  # unshuffled: one ascending run
         for start in range(0, len(positions), run):
             chunk = positions[start : start + run]
-            lo, hi = min(chunk), max(chunk) + 1
-            wanted = set(chunk)
+            ordered = sorted(chunk)
             got: dict[int, tuple[str, Any]] = {}
-            sequential = chunk == sorted(chunk)
+            sequential = chunk == ordered
             for g0, shard, count in layout:
-                a, b = max(lo, g0), min(hi, g0 + count)
-                if a >= b:
+                first, last = bisect_left(ordered, g0), bisect_left(ordered, g0 + count)
+                if first == last:
                     continue
-                local_wanted = {p - g0 for p in wanted if a <= p < b}
-                if not local_wanted:
-                    continue
+                local_wanted = {p - g0 for p in ordered[first:last]}
                 path = self.paths[shard]
-                for local, result in _read_range(path, a - g0, b - g0, local_wanted):
+                for local, result in _read_range(path, ordered[first] - g0, ordered[last - 1] - g0 + 1, local_wanted):
                     where = f"{path.name}:{local}"
                     if sequential:
                         yield g0 + local, where, result

@@ -599,6 +599,35 @@ def _write_grid(real: Tensor, samples: Tensor, path: Path, upscale: int) -> Path
     return save_image(_upscale(grid[:, 0], upscale), path)
 
 
+def _tell_story(model: Phenaki, probe, cfg: DemoConfig, out: Path, seed: int) -> tuple[list[Path], list[dict]]:
+    """`cfg.story` as one video (GIF, and MP4 where PyAV can write one) and the judge's verdict per scene."""
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    with torch.no_grad(), _autocast(model.device, cfg.precision):
+        story = sample_story(
+            model,
+            list(cfg.story),
+            prime_frames=cfg.story_prime_frames,
+            cond_scale=cfg.cond_scale,
+            steps=cfg.sample_steps,
+            temperature=cfg.temperature,
+            generator=generator,
+            show_progress=False,
+        )
+    video = _upscale(story.video.float().clamp(0, 1).cpu()[0], cfg.upscale)
+    paths = [save_video(video, out / "story.gif", fps=cfg.fps)]
+    if video_encoder_for(".mp4") is not None:
+        paths.append(save_video(video, out / "story.mp4", fps=cfg.fps))
+    held = set(cfg.held_out_captions)
+    scenes = []
+    for index, scene in enumerate(story.scenes):
+        verdict = judge_videos(story.scene_video(index).float().clamp(0, 1).cpu(), probe, cfg.colors)[0]
+        scenes.append(
+            {"prompt": scene.prompt, "start": scene.start, "end": scene.end, "held_out": scene.prompt in held,
+             **{f"judged_{k}": verdict[k] for k in ("shape", "color", "direction")}}
+        )
+    return paths, scenes
+
+
 def _accuracy_by_prompt(report: PromptReport, prompts: list[str], n: int) -> list[dict[str, Any]]:
     scores = []
     for row, prompt in enumerate(prompts):
@@ -809,29 +838,7 @@ def run_demo(
     grid_prompts_path.write_text("\n".join(grid_lines) + "\n")
 
     # ---- story --------------------------------------------------------------------------------------------------
-    story_gen = torch.Generator(device=model.device).manual_seed(seed + 2)
-    with torch.no_grad(), _autocast(model.device, cfg.precision):
-        story = sample_story(
-            model,
-            list(cfg.story),
-            prime_frames=cfg.story_prime_frames,
-            cond_scale=cfg.cond_scale,
-            steps=cfg.sample_steps,
-            temperature=cfg.temperature,
-            generator=story_gen,
-            show_progress=False,
-        )
-    story_video = story.video.float().clamp(0, 1).cpu()
-    story_paths = [save_video(_upscale(story_video[0], cfg.upscale), out / "story.gif", fps=cfg.fps)]
-    if video_encoder_for(".mp4") is not None:
-        story_paths.append(save_video(_upscale(story_video[0], cfg.upscale), out / "story.mp4", fps=cfg.fps))
-    story_scenes = []
-    for index, scene in enumerate(story.scenes):
-        verdict = judge_videos(story.scene_video(index).float().clamp(0, 1).cpu(), probe, cfg.colors)[0]
-        story_scenes.append(
-            {"prompt": scene.prompt, "start": scene.start, "end": scene.end, "held_out": scene.prompt in held_captions,
-             **{f"judged_{k}": verdict[k] for k in ("shape", "color", "direction")}}
-        )
+    story_paths, story_scenes = _tell_story(model, probe, cfg, out, seed=seed + 2)
     clock.mark("story")
 
     # ---- save ---------------------------------------------------------------------------------------------------

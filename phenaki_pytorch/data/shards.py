@@ -153,7 +153,9 @@ def write_shards(
     ``encode(texts, device) -> (embeds, mask)``), the caption's embeddings in float16.
 
     `dataset` items are whatever :func:`collate_videos` accepts (dicts, ``(video, text)`` tuples, tensors);
-    map-style or iterable. Samples keep the dataset's order, keys are their running index. Returns the folder.
+    map-style or iterable (with `num_workers` > 0 an iterable dataset must split itself across the workers, or its
+    items are written once per worker). Samples keep the dataset's order, keys are their running index. Returns
+    the folder.
     """
     check_positive_int("max_count", max_count)
     check_positive_int("batch_size", batch_size)
@@ -494,6 +496,9 @@ class ShardedDataset(IterableDataset):
     items a never-interrupted run would have yielded after those ``n`` -- same samples, same order -- given the same
     shards, ``seed``, ``world_size``, ``shuffle_*`` and ``batch_size`` (``num_workers`` may differ). A stored state
     applies to every iteration until the next :meth:`set_epoch`.
+
+    With accelerate, build the DataLoader yourself instead of ``accelerator.prepare``-ing it: accelerate would
+    dispatch batches from rank 0 or split the already split stream again (``IterableDatasetShard``).
 
     Corrupt data never ends an epoch: a sample with a bad tar member, undecodable bytes or wrong shapes, or the
     unreadable rest of a broken shard, is reported once with an :class:`UnreadableFileWarning` naming the shard

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from phenaki_pytorch import CViViT, MaskGit, Phenaki, TokenCritic
+from phenaki_pytorch import CViViT, MaskGit, MaskGitScheduler, Phenaki, TokenCritic
 from phenaki_pytorch.data import PretokenizedDataset, glyph_benchmark_splits, pretokenize, save_image, video_grid
 from phenaki_pytorch.evaluation import judge_prompt_samples, train_shape_probe
 from phenaki_pytorch.text import hashed_word_encoder
@@ -61,6 +61,7 @@ def stage2_args(parser):
     group.add_argument("--sample-batch", type=int, default=48)
     group.add_argument("--all-prompts", action="store_true", help="all 156 seen pairings (default: 60 of them)")
     group.add_argument("--save-phenaki", type=str, default=None)
+    group.add_argument("--story", action="store_true", help="also measure jumps at scene cuts of sampled stories")
     group.add_argument("--load-phenaki", type=str, default=None, help="skip training: judge this saved Phenaki")
 
 
@@ -78,6 +79,14 @@ def prompts_and_real(splits, num_seen=None):
 @torch.no_grad()
 def sample_all(phenaki, prompts, variant, batch, seed):
     kwargs = {k: v for k, v in variant.items() if k != "name"}
+    if "scheduler" in kwargs:  # e.g. {"temperature_rule": "linear"}: a scheduler built from this model's defaults
+        options = kwargs.pop("scheduler")
+        base = phenaki.make_scheduler(kwargs.pop("steps", None), kwargs.pop("temperature", None))
+        kwargs["scheduler"] = MaskGitScheduler(
+            base.steps,
+            **{"mask_schedule": phenaki.mask_schedule, "temperature": base.temperature,
+               "temperature_rule": base.temperature_rule, **options},
+        )
     generator = torch.Generator().manual_seed(seed)
     out = []
     for i in range(0, len(prompts), batch):
@@ -98,6 +107,45 @@ def grid_picture(real, samples, prompts, path, count=12):
     grid = torch.nn.functional.interpolate(grid[:, 0][None], scale_factor=4, mode="nearest")[0]
     save_image(grid, path)
     return [prompts[i] for i in picks]
+
+
+STORIES = [
+    [("a red ring moving right", 8), ("a red ring moving down", 8), ("a blue ring moving down", 8)],
+    [("a green cross moving left", 8), ("a green cross moving up", 8), ("a green square moving up", 8)],
+    [("a yellow triangle moving down", 8), ("a magenta triangle moving down", 8), ("a magenta bar moving right", 8)],
+    [("a cyan ell moving up", 8), ("a cyan ell moving left", 8), ("a red ell moving left", 8)],
+]
+
+
+@torch.no_grad()
+def story_jumps(phenaki, seed, out):
+    """Centroid jump at scene cuts against the motion inside scenes, for a few primed-frame counts."""
+    from phenaki_pytorch.evaluation import scene_cut_jumps
+    from phenaki_pytorch.story import sample_story
+
+    rows = {}
+    for prime in (1, 5, 7):
+        jumps, motions, videos = [], [], []
+        for index, scenes in enumerate(STORIES):
+            story = sample_story(phenaki, scenes, prime_frames=prime, show_progress=False,
+                                 generator=torch.Generator().manual_seed(seed + index))
+            report = scene_cut_jumps(story.video[0], [scene.start for scene in story.scenes])
+            jumps.append(report.jump)
+            motions.append(report.motion)
+            videos.append(story.video)
+        jump = sum(jumps) / len(jumps)
+        motion = sum(motions) / len(motions)
+        rows[prime] = {"jump_px": round(jump, 2), "motion_px_per_frame": round(motion, 2),
+                       "ratio": round(jump / motion, 2) if motion else None}
+        print(f"story, {prime} primed frames: jump {jump:.2f} px at cuts, motion {motion:.2f} px/frame "
+              f"inside scenes, ratio {jump / max(motion, 1e-6):.2f}", flush=True)
+        if prime == 5:
+            strip = torch.cat(videos)  # (stories, 3, f, h, w): every other frame side by side
+            tiles = torch.cat(list(strip[:, :, ::2].unbind(2)), dim=-1).unsqueeze(2)
+            grid = video_grid(tiles, nrow=1, padding=2, pad_value=1.0)
+            grid = torch.nn.functional.interpolate(grid[:, 0][None], scale_factor=3, mode="nearest")[0]
+            save_image(grid, out / "stories.png")
+    return rows
 
 
 def build_phenaki(args, cvivit, text_encoder):
@@ -216,6 +264,8 @@ def stage2(args, cvivit=None):
             shown = grid_picture(real, videos, prompts, out / f"samples_{name}.png")
             results["variants"][name]["grid_prompts"] = shown
     print("\n" + header + "\n" + "\n".join(rows))
+    if args.story:
+        results["story"] = story_jumps(phenaki, args.seed, out)
     (out / "stage2.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"wrote {out / 'stage2.json'}")
     return results

@@ -45,9 +45,13 @@ so any process can evaluate or save it. Checkpoints are written by the main proc
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
+import os
+import shutil
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
@@ -57,7 +61,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, send_to_device, set_seed
+from accelerate.utils import (
+    DistributedDataParallelKwargs,
+    DistributedType,
+    FullyShardedDataParallelPlugin,
+    send_to_device,
+    set_seed,
+)
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from tqdm.auto import tqdm
@@ -66,12 +76,17 @@ from ..data._utils import check_positive_int
 from ..precision import FP32_MATMUL_CHOICES, fp32_matmul_precision, resolve_fp32_matmul
 from ..serialization import atomic_write_text
 from .checkpoint import (
+    SHARDS_DIR,
+    TRAINER_STATE_NAME,
     CheckpointManager,
     get_rng_state,
+    is_sharded_checkpoint,
     load_checkpoint,
+    load_sharded_checkpoint,
     restore_checkpoint,
     save_checkpoint,
     set_rng_state,
+    write_sharded_manifest,
 )
 
 __all__ = ["BaseTrainer", "NonFiniteTrainingError", "ResumableBatchSampler", "preserved_rng"]
@@ -189,6 +204,7 @@ class BaseTrainer:
         cpu: bool = False,
         accelerate_kwargs: dict | None = None,
         max_nonfinite_in_a_row: int | None = None,
+        fsdp: bool | FullyShardedDataParallelPlugin | None = None,
     ):
         check_positive_int("num_train_steps", num_train_steps)
         if max_nonfinite_in_a_row is not None:
@@ -220,6 +236,11 @@ class BaseTrainer:
         # gradient accumulation is done here (see optimizer_step), not by accelerate's step counter: two
         # optimizers alternate within one training step, and the counter assumes a single one
         accelerate_kwargs = dict(accelerate_kwargs or {})
+        plugin = fsdp_plugin(fsdp)
+        if plugin is not None:
+            if accelerate_kwargs.get("fsdp_plugin") is not None:
+                raise ValueError("pass fsdp= or accelerate_kwargs['fsdp_plugin'], not both")
+            accelerate_kwargs["fsdp_plugin"] = plugin
         handlers = list(accelerate_kwargs.pop("kwargs_handlers", []))
         if self.find_unused_parameters and not any(isinstance(h, DistributedDataParallelKwargs) for h in handlers):
             handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
@@ -247,6 +268,7 @@ class BaseTrainer:
         self.optimizers: dict[str, Any] = {}
         self.schedulers: dict[str, Any] = {}
         self.ema = None
+        self._full_copy: nn.Module | None = None  # FSDP without EMA: the main process's unsharded copy
         self._train_data: EpochSubset | None = None
         self._train_iterable: IterableDataset | None = None
         self._valid_dataset: Dataset | None = None
@@ -300,6 +322,46 @@ class BaseTrainer:
     def unwrapped_model(self) -> nn.Module:
         return self.accelerator.unwrap_model(self.model)
 
+    @property
+    def is_sharded(self) -> bool:
+        """Whether the model and optimizer states are sharded across processes (FSDP)."""
+        return self.accelerator.distributed_type == DistributedType.FSDP
+
+    def sharding_ignored_modules(self, model: nn.Module) -> list[nn.Module]:
+        """Submodules FSDP leaves whole on every process (e.g. a frozen tokenizer); none by default."""
+        return []
+
+    @contextmanager
+    def full_parameters(self):
+        """Inside, the model's parameters are the whole tensors on every process (collective under FSDP)."""
+        if not self.is_sharded:
+            yield
+            return
+        from torch.distributed.fsdp import FSDPModule
+
+        modules = [m for m in self.model.modules() if isinstance(m, FSDPModule)]
+        if modules:  # FSDP2: unshard every sharded group, reshard afterwards
+            for module in modules:
+                module.unshard()
+            try:
+                yield
+            finally:
+                for module in modules:
+                    module.reshard()
+            return
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        with FullyShardedDataParallel.summon_full_params(self.model, writeback=False):  # FSDP1
+            yield
+
+    def sync_full_copy(self):
+        """Under FSDP without EMA: gather the weights into the main process's unsharded copy (collective)."""
+        if self._full_copy is None:
+            return
+        state = self.accelerator.get_state_dict(self.model)
+        if self.is_main:
+            self._full_copy.load_state_dict(state)
+
     def matmul_precision(self):
         """The context every forward/backward of this trainer runs in: fp32 matmuls as `fp32_matmul` resolved."""
         return fp32_matmul_precision(self.fp32_matmul)
@@ -338,6 +400,14 @@ class BaseTrainer:
 
             # the EMA keeps its own copy; the online model stays out of its state dict (it is saved as "model")
             self.ema = EMA(model, include_online_model=False, **ema_kwargs).to(self.device)
+        if self.is_sharded:
+            plugin = self.accelerator.state.fsdp_plugin
+            ignored = self.sharding_ignored_modules(model)
+            if ignored and getattr(plugin, "ignored_modules", None) is None:
+                plugin.ignored_modules = ignored
+            if self.ema is None and self.is_main:
+                # evaluation and export run on the main process alone and need whole weights
+                self._full_copy = copy.deepcopy(model)
         names = list(optimizers)
         prepared = self.accelerator.prepare(model, *optimizers.values())
         prepared = prepared if names else (prepared,)
@@ -608,7 +678,7 @@ class BaseTrainer:
         flags[0] = torch.isfinite(loss.to(self.device)).all().float()
         if check_grads:
             if norm is None:
-                grads = [p.grad for p in params if p.grad is not None]
+                grads = [_local(p.grad) for p in params if p.grad is not None]
                 norm = _total_norm(grads) if grads else torch.zeros((), device=self.device)
             flags[1] = torch.isfinite(torch.as_tensor(norm, device=self.device)).all().float()
         if self.accelerator.num_processes > 1 and dist.is_initialized():
@@ -667,7 +737,9 @@ class BaseTrainer:
         """End of a training step: re-sync mutated buffers, update the EMA, count the step."""
         self._broadcast_buffers()
         if self.ema is not None:
-            self.ema.update()
+            # under FSDP the EMA is a whole copy on every process, updated from the gathered weights
+            with self.full_parameters():
+                self.ema.update()
         self.step += 1
 
     def _broadcast_buffers(self):
@@ -760,6 +832,8 @@ class BaseTrainer:
         `path=None` writes `results_folder/checkpoints/checkpoint-<step>.pt` and prunes old ones. Returns the
         path written (None on the other processes).
         """
+        if self.is_sharded:
+            return self._save_sharded(path)
         model_state = self.accelerator.get_state_dict(self.model)
         data_position = self._data_position()  # collective: every process's place in an iterable dataset
         written = None
@@ -770,12 +844,7 @@ class BaseTrainer:
                 optimizers=self.optimizers,
                 schedulers=self.schedulers,
                 config=getattr(self.unwrapped_model, "config", None),
-                extra={
-                    "trainer": type(self).__name__,
-                    "hparams": self.hparams(),
-                    "nonfinite": {"skipped": dict(self.nonfinite_skipped), "in_a_row": dict(self.nonfinite_in_a_row)},
-                    **({"data": data_position} if data_position is not None else {}),
-                },
+                extra=self._checkpoint_extra(data_position),
             )
             if path is None:
                 written = self.checkpoints.save(self.step, **state)
@@ -785,6 +854,102 @@ class BaseTrainer:
         self.accelerator.wait_for_everyone()
         return written
 
+    def _checkpoint_extra(self, data_position: dict | None) -> dict[str, Any]:
+        return {
+            "trainer": type(self).__name__,
+            "hparams": self.hparams(),
+            "nonfinite": {"skipped": dict(self.nonfinite_skipped), "in_a_row": dict(self.nonfinite_in_a_row)},
+            **({"data": data_position} if data_position is not None else {}),
+        }
+
+    def _sharded_state(self) -> dict[str, Any]:
+        """Model and optimizer state dicts whose tensors are this process's shards (DTensors under FSDP)."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+        return {
+            "model": get_model_state_dict(self.model),
+            "optimizers": {
+                name: get_optimizer_state_dict(self.model, _inner_optimizer(optimizer))
+                for name, optimizer in self.optimizers.items()
+            },
+        }
+
+    def _save_sharded(self, path: str | Path | None) -> Path | None:
+        """Every process writes its shards into one temporary folder; the main one adds the unsharded rest and
+        the manifest, then renames the folder into place (see `phenaki_pytorch.training.checkpoint`)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint import FileSystemWriter
+
+        from ..serialization import nonfinite_tensors
+
+        state = self._sharded_state()
+        local = {k: _local(v) for k, v in _flatten(state)}
+        bad = nonfinite_tensors(local)
+        flags = torch.tensor([float(len(bad))], device=self.device)
+        if dist.is_initialized():
+            dist.all_reduce(flags)
+        if flags.item() > 0:
+            raise ValueError(
+                f"refusing to write a sharded checkpoint at step {self.step}: {int(flags.item())} tensor(s) hold NaN "
+                f"or inf (here: {', '.join(bad[:5]) or 'none'}); the existing checkpoints are kept"
+            )
+        data_position = self._data_position()
+        final = Path(path) if path is not None else self.checkpoints.sharded_path_for(self.step)
+        token = [uuid.uuid4().hex[:12] if self.is_main else None]
+        if dist.is_initialized():
+            dist.broadcast_object_list(token, src=0)
+        tmp = final.parent / f".tmp-{final.name}-{token[0]}"
+        (tmp / SHARDS_DIR).mkdir(parents=True, exist_ok=True)  # every process: also when the folder is not shared
+        self.accelerator.wait_for_everyone()
+        try:
+            dcp.save(state, storage_writer=FileSystemWriter(str(tmp / SHARDS_DIR), sync_files=True))
+            written = None
+            if self.is_main:
+                save_checkpoint(
+                    tmp / TRAINER_STATE_NAME,
+                    model={},
+                    ema=self.ema,
+                    schedulers=self.schedulers,
+                    step=self.step,
+                    config=getattr(self.unwrapped_model, "config", None),
+                    extra={**self._checkpoint_extra(data_position), "sharded": True},
+                )
+                write_sharded_manifest(tmp, self.step, self.accelerator.num_processes)
+                from ..serialization import directory_lock, fsync_directory
+
+                final.parent.mkdir(parents=True, exist_ok=True)
+                with directory_lock(final.parent):
+                    if final.exists():  # the same step saved again: the old folder goes, then the new one moves in
+                        old = final.parent / f".tmp-{final.name}-replaced-{token[0]}"
+                        os.replace(final, old)
+                        shutil.rmtree(old, ignore_errors=True)
+                    os.replace(tmp, final)
+                    fsync_directory(final.parent)
+                    if path is None:
+                        self.checkpoints.prune()
+                written = final
+        except BaseException:
+            if self.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._checkpointed_step = self.step
+        self.accelerator.wait_for_everyone()
+        return written
+
+    def _load_sharded(self, folder: str | Path):
+        """Load model and optimizer shards (resharded to this run's processes, or into an unsharded model)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint import FileSystemReader
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+        state = self._sharded_state()
+        dcp.load(state, storage_reader=FileSystemReader(str(folder)))
+        set_model_state_dict(self.model, state["model"])
+        for name, optimizer in self.optimizers.items():
+            if name not in state["optimizers"]:
+                raise ValueError(f"the sharded checkpoint has no optimizer {name!r}")
+            set_optimizer_state_dict(self.model, _inner_optimizer(optimizer), state["optimizers"][name])
+
     def load(self, path: str | Path, checkpoint: Mapping[str, Any] | None = None):
         """Restore model, EMA, optimizers, schedulers, step and RNG from a checkpoint file (every process).
 
@@ -792,7 +957,17 @@ class BaseTrainer:
         `metrics.jsonl` after the restored step are dropped (they belong to the run being replaced).
         """
         if checkpoint is None:
-            checkpoint = load_checkpoint(path, map_location="cpu")
+            if is_sharded_checkpoint(path):
+                checkpoint = load_sharded_checkpoint(path, map_location="cpu")
+            else:
+                checkpoint = load_checkpoint(path, map_location="cpu")
+        sharded = checkpoint.get("sharded")
+        if sharded is None and self.is_sharded:
+            raise ValueError(
+                f"{str(path)!r} is an unsharded checkpoint and this run shards its state (FSDP): resume it without "
+                "FSDP (a single process or DDP), whose next checkpoint it can then continue from; sharded "
+                "checkpoints load under FSDP, DDP or a single process alike"
+            )
         saved = checkpoint.get("extra", {}).get("hparams", {})
         for key in ("batch_size", "grad_accum_every", "num_processes", "seed"):
             if key in saved and saved[key] != self.hparams()[key]:
@@ -801,11 +976,13 @@ class BaseTrainer:
                     "training continues, but the data order no longer matches an uninterrupted run",
                     stacklevel=2,
                 )
+        if sharded is not None:
+            self._load_sharded(sharded)
         self.step = restore_checkpoint(
             checkpoint,
-            model=self.unwrapped_model,
+            model=None if sharded is not None else self.unwrapped_model,
             ema=self.ema,
-            optimizers=self.optimizers,
+            optimizers=None if sharded is not None else self.optimizers,
             schedulers=self.schedulers,
             restore_rng=True,
         )
@@ -850,6 +1027,10 @@ class BaseTrainer:
             manager = self.checkpoints
         else:
             path = Path(resume)
+            if is_sharded_checkpoint(path):
+                self.load(path)
+                self.print(f"resumed from {str(path)!r} at step {self.step}")
+                return
             if path.is_dir():
                 folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
                 manager = CheckpointManager(folder)
@@ -885,6 +1066,38 @@ def _floating_tensors(value: Any) -> Iterator[Tensor]:
     elif isinstance(value, (list, tuple)):
         for item in value:
             yield from _floating_tensors(item)
+
+
+def fsdp_plugin(fsdp: bool | FullyShardedDataParallelPlugin | None) -> FullyShardedDataParallelPlugin | None:
+    """The trainers' `fsdp=` argument as an accelerate plugin: True is FSDP2 with sharded state dicts."""
+    if fsdp is None or fsdp is False:
+        return None
+    if fsdp is True:
+        return FullyShardedDataParallelPlugin(fsdp_version=2, state_dict_type="SHARDED_STATE_DICT")
+    if isinstance(fsdp, FullyShardedDataParallelPlugin):
+        return fsdp
+    raise TypeError(f"fsdp must be a bool, None or an accelerate FullyShardedDataParallelPlugin, got {fsdp!r}")
+
+
+def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+    if isinstance(value, Tensor):
+        yield prefix, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _flatten(item, f"{prefix}.{i}")
+
+
+def _local(tensor: Tensor) -> Tensor:
+    """A DTensor's local shard (a plain tensor passes through)."""
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if callable(to_local) else tensor
+
+
+def _inner_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    return getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the torch one
 
 
 def _batch_length(batch: Any) -> int:

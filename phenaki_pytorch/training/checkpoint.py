@@ -28,6 +28,22 @@ Finite state. `save_checkpoint` refuses (ValueError, nothing written, older chec
 optimizer state holding NaN or inf, unless `allow_nonfinite=True`: a poisoned run must not replace good
 checkpoints.
 
+Sharded checkpoints (FSDP). When the model and optimizer states are sharded across processes, a checkpoint is
+a folder `checkpoint-<step>/` instead of a file:
+
+    shards/       torch.distributed.checkpoint files: every process writes its own shards of "model" and
+                  "optimizers" (`__<rank>_0.distcp`) and process 0 the `.metadata` that maps them
+    trainer.pt    the rest, a regular checkpoint file as above with an empty "model": EMA, schedulers, RNG,
+                  config, extra (written by process 0; it carries its own SHA-256 trailer)
+    MANIFEST.json format marker, step, number of processes, and the SHA-256 of every other file in the folder
+
+All processes write into one temporary folder `.tmp-checkpoint-<step>-<token>/`; once every shard is on disk,
+process 0 writes the manifest last and renames the folder into place, so a crash leaves no half checkpoint under
+the final name. Reading checks every file against the manifest first (a flipped byte in any shard is a
+ValueError naming the file), and the state is loaded back through `torch.distributed.checkpoint`, which also
+reshards: a checkpoint written by N processes loads into M processes, or into one unsharded model. The folder
+needs a filesystem every process sees (on several machines: a shared results folder).
+
 Falling back. `CheckpointManager.load_latest_readable()` returns the newest checkpoint that reads and verifies,
 with the ones it skipped and why; `prune()` counts only verified checkpoints towards `keep_last` and moves a
 corrupt one aside (`<name>.corrupt`) instead of keeping it in place of a readable one.
@@ -35,9 +51,11 @@ corrupt one aside (`<name>.corrupt`) instead of keeping it in place of a readabl
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
+import shutil
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,7 +67,9 @@ from torch import Tensor, nn
 from ..serialization import (
     CHECKPOINT_FORMAT,
     add_checksum_trailer,
+    atomic_write_text,
     directory_lock,
+    file_sha256,
     fsync_directory,
     nonfinite_tensors,
     temporary_path,
@@ -59,6 +79,11 @@ from ..serialization import (
 
 __all__ = [
     "CheckpointManager",
+    "SHARDED_FORMAT",
+    "is_sharded_checkpoint",
+    "load_sharded_checkpoint",
+    "verify_sharded_checkpoint",
+    "write_sharded_manifest",
     "get_rng_state",
     "load_checkpoint",
     "restore_checkpoint",
@@ -71,6 +96,11 @@ VERSION = 2  # 2: a SHA-256 trailer; version 1 files (no trailer) are still read
 READABLE_VERSIONS = (1, 2)
 _TMP_PREFIX = ".tmp-"
 CORRUPT_SUFFIX = ".corrupt"
+SHARDED_FORMAT = "phenaki_pytorch.sharded_checkpoint"
+SHARDED_VERSION = 1
+MANIFEST_NAME = "MANIFEST.json"
+TRAINER_STATE_NAME = "trainer.pt"
+SHARDS_DIR = "shards"
 
 
 # ---------------------------------------------------------------------------------------------- random states
@@ -261,6 +291,73 @@ def restore_checkpoint(
     return int(checkpoint["step"])
 
 
+# ---------------------------------------------------------------------------------------------- sharded
+
+
+def is_sharded_checkpoint(path: str | Path) -> bool:
+    """Whether `path` is a sharded checkpoint folder (it holds a MANIFEST.json)."""
+    return Path(path).is_dir() and (Path(path) / MANIFEST_NAME).is_file()
+
+
+def write_sharded_manifest(folder: str | Path, step: int, num_processes: int) -> Path:
+    """Record the SHA-256 of every file in a sharded checkpoint folder (call once all of them are written)."""
+    folder = Path(folder)
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != MANIFEST_NAME:
+            with open(path, "rb") as file:
+                os.fsync(file.fileno())
+            files[path.relative_to(folder).as_posix()] = file_sha256(path)
+    manifest = {
+        "format": SHARDED_FORMAT,
+        "version": SHARDED_VERSION,
+        "step": step,
+        "num_processes": num_processes,
+        "files": files,
+    }
+    for sub in sorted({p.parent for p in folder.rglob("*") if p.is_file()}):
+        fsync_directory(sub)
+    return atomic_write_text(folder / MANIFEST_NAME, json.dumps(manifest, indent=1))
+
+
+def verify_sharded_checkpoint(folder: str | Path) -> dict[str, Any]:
+    """The manifest of a sharded checkpoint folder once every file it lists matches its SHA-256.
+
+    Raises ValueError naming the folder and the file when one is missing, truncated or altered, or when the
+    manifest itself is unreadable.
+    """
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST_NAME).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"sharded checkpoint {str(folder)!r}: unreadable {MANIFEST_NAME} ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != SHARDED_FORMAT:
+        raise ValueError(f"{str(folder)!r} is not a phenaki_pytorch sharded checkpoint (no {SHARDED_FORMAT!r} marker)")
+    if manifest.get("version") != SHARDED_VERSION:
+        raise ValueError(f"{str(folder)!r}: sharded checkpoint version {manifest.get('version')!r} is not readable")
+    files = manifest.get("files") or {}
+    if TRAINER_STATE_NAME not in files:
+        raise ValueError(f"sharded checkpoint {str(folder)!r}: its manifest lists no {TRAINER_STATE_NAME}")
+    for name, digest in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise ValueError(f"sharded checkpoint {str(folder)!r} is damaged: {name} is missing")
+        if file_sha256(path) != digest:
+            raise ValueError(f"sharded checkpoint {str(folder)!r} is damaged: {name} differs from its SHA-256 record")
+    return manifest
+
+
+def load_sharded_checkpoint(folder: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Verify a sharded checkpoint folder and read its unsharded part (`trainer.pt`); the result's "sharded"
+    entry names the folder, whose model and optimizer shards `torch.distributed.checkpoint` loads."""
+    folder = Path(folder)
+    manifest = verify_sharded_checkpoint(folder)
+    checkpoint = load_checkpoint(folder / TRAINER_STATE_NAME, map_location=map_location)
+    checkpoint["sharded"] = str(folder / SHARDS_DIR)
+    checkpoint["num_processes_saved"] = int(manifest.get("num_processes", 0))
+    return checkpoint
+
+
 # ---------------------------------------------------------------------------------------------- manager
 
 
@@ -273,6 +370,7 @@ class CheckpointManager:
     """
 
     PATTERN = re.compile(r"^checkpoint-(\d+)\.pt$")
+    SHARDED_PATTERN = re.compile(r"^checkpoint-(\d+)$")  # a sharded checkpoint folder
 
     def __init__(self, folder: str | Path, keep_last: int | None = 3):
         if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1):
@@ -284,6 +382,9 @@ class CheckpointManager:
     def path_for(self, step: int) -> Path:
         return self.folder / f"checkpoint-{step:08d}.pt"
 
+    def sharded_path_for(self, step: int) -> Path:
+        return self.folder / f"checkpoint-{step:08d}"
+
     def checkpoints(self) -> list[tuple[int, Path]]:
         """(step, path) of every checkpoint in the folder, oldest first."""
         if not self.folder.is_dir():
@@ -293,6 +394,9 @@ class CheckpointManager:
             match = self.PATTERN.match(path.name)
             if match and path.is_file():
                 found.append((int(match.group(1)), path))
+            sharded = self.SHARDED_PATTERN.match(path.name)
+            if sharded and path.is_dir():
+                found.append((int(sharded.group(1)), path))
         return sorted(found)
 
     def latest(self) -> Path | None:
@@ -315,6 +419,12 @@ class CheckpointManager:
         Cheap after the first call per file: results are remembered until the file changes.
         """
         path = Path(path)
+        if path.is_dir():
+            try:
+                verify_sharded_checkpoint(path)
+            except ValueError as error:
+                return str(error)
+            return None
         key = _stat_key(path)
         if key is not None and self._verified.get(path) == key:
             return None
@@ -337,7 +447,10 @@ class CheckpointManager:
         kept, removed = 0, []
         for _, path in reversed(self.checkpoints()):
             if kept >= self.keep_last:
-                path.unlink(missing_ok=True)
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
                 self._verified.pop(path, None)
                 removed.append(path)
                 continue
@@ -362,6 +475,10 @@ class CheckpointManager:
             path = self.latest()
             if path is None:
                 raise FileNotFoundError(f"no checkpoints in {str(self.folder)!r}")
+        if Path(path).is_dir():
+            if restore:
+                raise ValueError(f"{str(path)!r} is a sharded checkpoint: a trainer restores it (BaseTrainer.load)")
+            return load_sharded_checkpoint(path, map_location=map_location)
         checkpoint = load_checkpoint(path, map_location=map_location)
         if restore:
             restore_checkpoint(checkpoint, **restore)
@@ -378,7 +495,10 @@ class CheckpointManager:
         skipped: list[tuple[Path, str]] = []
         for _, path in reversed(self.checkpoints()):
             try:
-                checkpoint = load_checkpoint(path, map_location=map_location)
+                if path.is_dir():
+                    checkpoint = load_sharded_checkpoint(path, map_location=map_location)
+                else:
+                    checkpoint = load_checkpoint(path, map_location=map_location)
             except (OSError, ValueError) as error:
                 skipped.append((path, str(error)))
                 continue
@@ -393,7 +513,10 @@ class CheckpointManager:
         # left behind only when a process was killed mid-write; called under the folder's lock
         if self.folder.is_dir():
             for path in self.folder.glob(_TMP_PREFIX + "checkpoint-*"):
-                path.unlink(missing_ok=True)
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
 
 
 def _stat_key(path: Path) -> tuple | None:

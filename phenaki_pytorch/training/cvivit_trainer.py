@@ -113,6 +113,7 @@ class CViViTTrainer(BaseTrainer):
         cpu: bool = False,
         accelerate_kwargs: dict | None = None,
         max_nonfinite_in_a_row: int | None = None,
+        fsdp: bool | Any = None,
         collapse_warn_usage: float = 0.05,
         collapse_warn_after: int = 100,
     ):
@@ -141,6 +142,7 @@ class CViViTTrainer(BaseTrainer):
             cpu=cpu,
             accelerate_kwargs=accelerate_kwargs,
             max_nonfinite_in_a_row=max_nonfinite_in_a_row,
+            fsdp=fsdp,
         )
         self.cvivit = cvivit
         self.folder, self.dataset = folder, dataset
@@ -335,7 +337,9 @@ class CViViTTrainer(BaseTrainer):
     @property
     def eval_model(self) -> nn.Module:
         """The tokenizer used for samples and export: the EMA copy when `use_ema`, else the trained weights."""
-        return self.ema.ema_model if self.ema is not None else self.unwrapped_model
+        if self.ema is not None:
+            return self.ema.ema_model
+        return self._full_copy if self._full_copy is not None else self.unwrapped_model
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -343,6 +347,7 @@ class CViViTTrainer(BaseTrainer):
 
         Runs under `preserved_rng`, so evaluating never changes the training trajectory.
         """
+        self.sync_full_copy()  # FSDP without EMA: whole weights for the main process (collective)
         if not self.is_main:
             return {}
         batch = self.validation_batch()
@@ -386,6 +391,7 @@ class CViViTTrainer(BaseTrainer):
         return logs
 
     def on_train_end(self):
+        self.sync_full_copy()
         if self.is_main:
             path = self.results_folder / "tokenizer"
             self.eval_model.save_pretrained(path)

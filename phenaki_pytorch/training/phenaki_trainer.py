@@ -116,6 +116,7 @@ class PhenakiTrainer(BaseTrainer):
         cpu: bool = False,
         accelerate_kwargs: dict | None = None,
         max_nonfinite_in_a_row: int | None = None,
+        fsdp: bool | Any = None,
     ):
         if (folder is None) == (dataset is None):
             raise ValueError("pass exactly one of folder= (captioned videos: a folder or a manifest) or dataset=")
@@ -161,6 +162,7 @@ class PhenakiTrainer(BaseTrainer):
             cpu=cpu,
             accelerate_kwargs=accelerate_kwargs,
             max_nonfinite_in_a_row=max_nonfinite_in_a_row,
+            fsdp=fsdp,
         )
         self.phenaki = phenaki
         self.folder, self.dataset = folder, dataset
@@ -294,6 +296,11 @@ class PhenakiTrainer(BaseTrainer):
             ema_kwargs = dict(self.ema_kwargs, ema_model=_ema_copy(phenaki), ignore_startswith_names={"cvivit."})
         self.prepare(phenaki, {"phenaki": optimizer}, {"phenaki": scheduler}, ema_kwargs=ema_kwargs)
 
+    def sharding_ignored_modules(self, model: nn.Module) -> list[nn.Module]:
+        """Under FSDP the frozen tokenizer stays whole on every process (no gradients, no optimizer state; the
+        EMA copy shares it)."""
+        return [model.cvivit]
+
     def hparams(self) -> dict[str, Any]:
         return {
             **super().hparams(),
@@ -358,7 +365,9 @@ class PhenakiTrainer(BaseTrainer):
     @property
     def eval_model(self) -> nn.Module:
         """The Phenaki used for samples and export: the EMA copy when `use_ema`, else the trained weights."""
-        return self.ema.ema_model if self.ema is not None else self.unwrapped_model
+        if self.ema is not None:
+            return self.ema.ema_model
+        return self._full_copy if self._full_copy is not None else self.unwrapped_model
 
     def _sample_condition(self) -> tuple[list[str] | None, dict[str, Any]]:
         """Captions to write beside the GIF and the conditioning keywords for `phenaki.sample`."""
@@ -406,6 +415,7 @@ class PhenakiTrainer(BaseTrainer):
         The validation masks come from a generator seeded the same way every time, so the numbers compare
         across steps; everything runs under `preserved_rng`, so evaluating never changes the training run.
         """
+        self.sync_full_copy()  # FSDP without EMA: whole weights for the main process (collective)
         if not self.is_main:
             return {}
         model = self.eval_model
@@ -441,6 +451,7 @@ class PhenakiTrainer(BaseTrainer):
         return logs
 
     def on_train_end(self):
+        self.sync_full_copy()
         if self.is_main:
             path = self.results_folder / "phenaki"
             self.eval_model.save_pretrained(path)

@@ -118,6 +118,36 @@ STORIES = [
 
 
 @torch.no_grad()
+def held_out_probe_tokens(cvivit, held, count=192):
+    """Token ids (b, n), text captions and a foreground mask of `count` held-out clips: the tokens whose id is
+    not the clip set's most common (background) id."""
+    videos = torch.stack([held[i]["video"] for i in range(min(count, len(held)))])
+    ids = torch.cat([cvivit.tokenize(videos[i : i + 64]).flatten(1) for i in range(0, len(videos), 64)])
+    background = torch.mode(ids.flatten()).values
+    captions = [held[i]["text"] if "text" in held[i] else held.captions[i] for i in range(len(videos))]
+    return ids, captions, ids != background
+
+
+@torch.no_grad()
+def masked_foreground_ce(phenaki, probe_tokens, ratio=0.5, seed=0):
+    """MaskGit's cross-entropy (nats) and top-1 accuracy on masked *foreground* tokens of held-out clips, a
+    fixed `ratio` of all tokens masked with a fixed seed: how well it completes a glyph from what it sees.
+    Background tokens are excluded because they are trivially predictable and would hide the glyphs."""
+    ids, captions, foreground = probe_tokens
+    h, w = phenaki._patch_shape()
+    generator = torch.Generator().manual_seed(seed)
+    masked = torch.rand(ids.shape, generator=generator) < ratio
+    model = phenaki.maskgit.eval()
+    text_embeds, text_mask = phenaki._text_condition(captions, None, None, len(captions))
+    logits = model(ids.masked_fill(masked, model.mask_id), text_embeds=text_embeds, text_mask=text_mask,
+                   video_patch_shape=(h, w), cond_drop_prob=0.0)
+    pick = masked & foreground
+    ce = torch.nn.functional.cross_entropy(logits[pick].float(), ids[pick])
+    accuracy = (logits[pick].argmax(-1) == ids[pick]).float().mean()
+    return round(float(ce), 3), round(float(accuracy), 3)
+
+
+@torch.no_grad()
 def story_jumps(phenaki, seed, out):
     """Centroid jump at scene cuts against the motion inside scenes, for a few primed-frame counts."""
     from phenaki_pytorch.evaluation import scene_cut_jumps
@@ -219,6 +249,7 @@ def stage2(args, cvivit=None):
         deadline = start = time.perf_counter()
         deadline += args.s2_minutes * 60 if args.s2_minutes else float("inf")
         quick = list(range(0, len(prompts), 4))  # a quarter of the prompts, seen and held out
+        probe_tokens = held_out_probe_tokens(cvivit, splits.held_out) if args.s2_curve_every else None
         logs = {}
         with trainer.matmul_precision():
             while (args.s2_steps is None or trainer.step < args.s2_steps) and time.perf_counter() < deadline:
@@ -228,7 +259,9 @@ def stage2(args, cvivit=None):
                     model = trainer.eval_model.eval()
                     videos = sample_all(model, [prompts[i] for i in quick], variants[0], args.sample_batch, args.seed)
                     report = judge_prompt_samples(videos, [prompts[i] for i in quick], probe, held_out=held_out)
+                    fg_ce, fg_acc = masked_foreground_ce(model, probe_tokens)
                     point = {"step": trainer.step, "seconds": round(paused - start, 1), "loss": logs.get("loss"),
+                             "held_out_fg_ce": fg_ce, "held_out_fg_acc": fg_acc,
                              **{a: round(report.accuracy[a]["all"], 3) for a in ("shape", "color", "direction")},
                              "consistency": round(report.temporal_consistency, 3)}
                     results["curve"].append(point)

@@ -137,11 +137,34 @@ class TokenTransformer(nn.Module):
         return self.transformer(tokens, mask=video_mask, context_kv=context_kv)
 
 
+class TiedLogits(nn.Module):
+    """MaskGIT's output head: dense -> GELU -> LayerNorm, then logits against the token embedding table itself
+    (weights shared with the input embedding, plus a per-token bias). Every code's row gets gradient from every
+    prediction's softmax, so rarely seen codes still learn where they sit among the others."""
+
+    def __init__(self, token_emb: nn.Embedding, num_tokens: int, dim: int):
+        super().__init__()
+        self._token_emb = [token_emb]  # owned (and saved) by the trunk
+        self.num_tokens = num_tokens
+        self.hidden = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim))
+        self.bias = nn.Parameter(torch.zeros(num_tokens))
+
+    @property
+    def weight(self) -> Tensor:
+        return self._token_emb[0].weight[: self.num_tokens]  # the [MASK] row is never predicted
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.hidden(x) @ self.weight.t() + self.bias
+
+
 class MaskGit(ConfigMixin, nn.Module):
     """Bidirectional transformer predicting the original id of every [MASK]ed video token.
 
         maskgit = MaskGit(num_tokens=5000, max_seq_len=1024, dim=512, dim_context=768, depth=6)
         logits = maskgit(ids, text_embeds=..., text_mask=..., video_patch_shape=(h, w))  # (b, n, num_tokens)
+
+    `tie_embeddings=True` uses MaskGIT's output head (dense, GELU, LayerNorm, then logits against the input
+    embedding table plus a bias) instead of a separate output matrix; `label_smoothing` applies to the loss.
     """
 
     @typechecked
@@ -161,6 +184,7 @@ class MaskGit(ConfigMixin, nn.Module):
         attn_dropout: float = 0.0,
         ff_dropout: float = 0.0,
         label_smoothing: float = 0.0,
+        tie_embeddings: bool = False,
     ):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
@@ -184,7 +208,8 @@ class MaskGit(ConfigMixin, nn.Module):
             attn_dropout=attn_dropout,
             ff_dropout=ff_dropout,
         )
-        self.to_logits = nn.Linear(dim, num_tokens)
+        self.tie_embeddings = tie_embeddings
+        self.to_logits = TiedLogits(self.trunk.token_emb, num_tokens, dim) if tie_embeddings else nn.Linear(dim, num_tokens)
 
     num_tokens = property(lambda self: self.trunk.num_tokens)
     mask_id = property(lambda self: self.trunk.mask_id)

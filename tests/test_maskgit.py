@@ -204,3 +204,31 @@ def test_gumbel_sampling_follows_the_distribution():
     counts = torch.bincount(gumbel_sample(logits, 1.0, g), minlength=3).float() / 20000
     torch.testing.assert_close(counts, probs, atol=0.02, rtol=0)
     assert torch.equal(gumbel_sample(logits[:5], 0.0, g), torch.full((5,), 2))
+
+
+def test_tied_output_head_reads_the_embedding_table_and_round_trips(tmp_path):
+    maskgit = MaskGit(num_tokens=64, max_seq_len=32, dim=32, depth=1, dim_context=TEXT_DIM, tie_embeddings=True)
+    assert not hasattr(maskgit.to_logits, "weight") or not isinstance(maskgit.to_logits.weight, torch.nn.Parameter)
+    # no separate output matrix: only the embedding table (with its [MASK] row) holds token vectors
+    assert not any(p.shape == (64, 32) for p in maskgit.parameters())
+    ids = torch.randint(0, 65, (2, 32))
+    text = torch.randn(2, 5, TEXT_DIM)
+    maskgit.eval()
+    logits = maskgit(ids, text_embeds=text, video_patch_shape=(4, 8))
+    assert logits.shape == (2, 32, 64)
+    # moving one code's embedding row changes exactly that code's logits at every position (and its inputs)
+    with torch.no_grad():
+        maskgit.trunk.token_emb.weight[5] += 1.0
+    ids_without_5 = ids.masked_fill(ids == 5, 6)
+    before = maskgit(ids_without_5, text_embeds=text, video_patch_shape=(4, 8))
+    with torch.no_grad():
+        maskgit.trunk.token_emb.weight[5] -= 1.0
+    after = maskgit(ids_without_5, text_embeds=text, video_patch_shape=(4, 8))
+    changed = (before - after).abs().amax(dim=(0, 1)) > 1e-6
+    assert changed[5] and changed.sum() == 1
+    maskgit.save_pretrained(tmp_path)
+    loaded = MaskGit.from_pretrained(tmp_path).eval()
+    assert loaded.tie_embeddings
+    torch.testing.assert_close(loaded(ids_without_5, text_embeds=text, video_patch_shape=(4, 8)), after)
+    # the untied default keeps its own output layer
+    assert isinstance(tiny_maskgit().to_logits, torch.nn.Linear)

@@ -37,6 +37,7 @@ class TokenTransformer(nn.Module):
         ff_mult: float,
         attn_dropout: float,
         ff_dropout: float,
+        gradient_checkpointing: bool = False,
     ):
         super().__init__()
         if num_tokens < 1 or max_seq_len < 1:
@@ -63,6 +64,7 @@ class TokenTransformer(nn.Module):
             ff_mult=ff_mult,
             attn_dropout=attn_dropout,
             ff_dropout=ff_dropout,
+            gradient_checkpointing=gradient_checkpointing,
         )
         self._pos_cache: dict = {}
 
@@ -165,6 +167,8 @@ class MaskGit(ConfigMixin, nn.Module):
 
     `tie_embeddings=True` uses MaskGIT's output head (dense, GELU, LayerNorm, then logits against the input
     embedding table plus a bias) instead of a separate output matrix; `label_smoothing` applies to the loss.
+    `gradient_checkpointing=True` recomputes each layer in the backward pass (less memory, more compute); it
+    is saved in the config, and `set_gradient_checkpointing(model)` switches it later.
     """
 
     @typechecked
@@ -185,6 +189,7 @@ class MaskGit(ConfigMixin, nn.Module):
         ff_dropout: float = 0.0,
         label_smoothing: float = 0.0,
         tie_embeddings: bool = False,
+        gradient_checkpointing: bool = False,
     ):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
@@ -207,6 +212,7 @@ class MaskGit(ConfigMixin, nn.Module):
             ff_mult=ff_mult,
             attn_dropout=attn_dropout,
             ff_dropout=ff_dropout,
+            gradient_checkpointing=gradient_checkpointing,
         )
         self.tie_embeddings = tie_embeddings
         self.to_logits = TiedLogits(self.trunk.token_emb, num_tokens, dim) if tie_embeddings else nn.Linear(dim, num_tokens)
@@ -260,6 +266,8 @@ class TokenCritic(ConfigMixin, nn.Module):
     """Scores each token of a filled-in sequence: logit > 0 means "sampled", < 0 "real".
 
         critic = TokenCritic(num_tokens=5000, max_seq_len=1024, dim=512, dim_context=768, depth=6, has_cross_attn=True)
+
+    `gradient_checkpointing=True` as for MaskGit.
     """
 
     @typechecked
@@ -277,6 +285,7 @@ class TokenCritic(ConfigMixin, nn.Module):
         ff_mult: float = 4.0,
         attn_dropout: float = 0.0,
         ff_dropout: float = 0.0,
+        gradient_checkpointing: bool = False,
     ):
         super().__init__()
         if has_cross_attn and not exists(dim_context):
@@ -292,6 +301,7 @@ class TokenCritic(ConfigMixin, nn.Module):
             ff_mult=ff_mult,
             attn_dropout=attn_dropout,
             ff_dropout=ff_dropout,
+            gradient_checkpointing=gradient_checkpointing,
         )
         self.to_logits = nn.Linear(dim, 1)
 

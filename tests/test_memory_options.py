@@ -163,6 +163,22 @@ def test_gradient_checkpointing_round_trips_through_save_pretrained(tmp_path):
     assert not any(m.gradient_checkpointing for m in loaded.modules() if isinstance(m, Transformer))
 
 
+@pytest.mark.parametrize("kind", ["maskgit", "critic"])
+def test_maskgit_and_critic_take_gradient_checkpointing_and_save_it(tmp_path, kind):
+    from phenaki_pytorch import MaskGit, TokenCritic
+
+    cls = MaskGit if kind == "maskgit" else TokenCritic
+    extra = {"dim_context": 8} if kind == "maskgit" else {}
+    model = cls(num_tokens=32, max_seq_len=16, dim=16, depth=2, heads=2, dim_head=8, gradient_checkpointing=True, **extra)
+    layers = [m for m in model.modules() if isinstance(m, Transformer)]
+    assert layers and all(m.gradient_checkpointing for m in layers)
+    loaded = cls.from_pretrained(model.save_pretrained(tmp_path / kind))
+    assert loaded.config["gradient_checkpointing"] is True
+    assert all(m.gradient_checkpointing for m in loaded.modules() if isinstance(m, Transformer))
+    plain = cls(num_tokens=32, max_seq_len=16, dim=16, depth=2, heads=2, dim_head=8, **extra)
+    assert not any(m.gradient_checkpointing for m in plain.modules() if isinstance(m, Transformer))
+
+
 def test_config_without_the_key_loads_with_checkpointing_off():
     from pathlib import Path
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,6 +36,9 @@ def _fsdp_on_cpu(self, *args, **kwargs):
     if plugin is not None:
         self.state.fsdp_plugin = plugin
         self.state.distributed_type = DistributedType.FSDP
+        # as accelerate does for FSDP: the process-wide state says so too, or the next AcceleratorState() built
+        # anywhere (accelerate builds some internally) copies MULTI_CPU back from it and FSDP is off mid-run
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
 
 
 Accelerator.__init__ = _fsdp_on_cpu

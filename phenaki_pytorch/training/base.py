@@ -39,8 +39,13 @@ Several processes. Every process runs the same code: DDP averages the gradients,
 identical weights everywhere; model buffers that the forward pass changes (e.g. a VQ codebook updated from the
 local batch) are re-broadcast from process 0 after each step. Every process also holds and updates the EMA:
 the same update applied to identical weights keeps the EMA identical on all processes without communication,
-so any process can evaluate or save it. Checkpoints are written by the main process only; `save` is collective
-(every process must call it) because gathering a sharded state dict can be.
+so any process can evaluate or save it. Under FSDP the EMA stays a whole, unsharded module on every process too:
+each update all-gathers the sharded parameters it reads (a collective every process makes, in the same order),
+so the EMA is identical everywhere and is saved by the main process like the unsharded part of the state.
+Checkpoints are written by the main process only; `save` is collective (every process must call it) because
+gathering a sharded state dict can be, and because every process's random states are gathered into it: the
+processes share a seed but may draw a data-dependent number of random values, so on resume with the same number
+of processes each one gets its own states back (with another number, the main process's).
 """
 
 from __future__ import annotations
@@ -330,29 +335,6 @@ class BaseTrainer:
     def sharding_ignored_modules(self, model: nn.Module) -> list[nn.Module]:
         """Submodules FSDP leaves whole on every process (e.g. a frozen tokenizer); none by default."""
         return []
-
-    @contextmanager
-    def full_parameters(self):
-        """Inside, the model's parameters are the whole tensors on every process (collective under FSDP)."""
-        if not self.is_sharded:
-            yield
-            return
-        from torch.distributed.fsdp import FSDPModule
-
-        modules = [m for m in self.model.modules() if isinstance(m, FSDPModule)]
-        if modules:  # FSDP2: unshard every sharded group, reshard afterwards
-            for module in modules:
-                module.unshard()
-            try:
-                yield
-            finally:
-                for module in modules:
-                    module.reshard()
-            return
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        with FullyShardedDataParallel.summon_full_params(self.model, writeback=False):  # FSDP1
-            yield
 
     def sync_full_copy(self):
         """Under FSDP without EMA: gather the weights into the main process's unsharded copy (collective)."""
@@ -737,10 +719,24 @@ class BaseTrainer:
         """End of a training step: re-sync mutated buffers, update the EMA, count the step."""
         self._broadcast_buffers()
         if self.ema is not None:
-            # under FSDP the EMA is a whole copy on every process, updated from the gathered weights
-            with self.full_parameters():
-                self.ema.update()
+            self._update_ema()
         self.step += 1
+
+    @torch.no_grad()
+    def _update_ema(self):
+        """One ema-pytorch update. Under FSDP the EMA is a whole, unsharded copy on every process, and it reads
+        the online weights through `_GatheredWeights`: each sharded parameter is all-gathered (`full_tensor()`)
+        when ema-pytorch asks for it. Whether it asks depends only on the EMA's step counter, the same on every
+        process, so every process gathers the same parameters in the same order (the gathers are collective)."""
+        if not self.is_sharded:
+            self.ema.update()
+            return
+        online = self.ema.online_model  # [model]: the EMA is built with include_online_model=False
+        self.ema.online_model = [_GatheredWeights(self.unwrapped_model)]
+        try:
+            self.ema.update()
+        finally:
+            self.ema.online_model = online
 
     def _broadcast_buffers(self):
         if self.accelerator.num_processes == 1 or not dist.is_initialized():
@@ -836,6 +832,7 @@ class BaseTrainer:
             return self._save_sharded(path)
         model_state = self.accelerator.get_state_dict(self.model)
         data_position = self._data_position()  # collective: every process's place in an iterable dataset
+        rng_per_rank = self._rng_per_rank()  # collective too
         written = None
         if self.is_main:
             state = dict(
@@ -844,7 +841,7 @@ class BaseTrainer:
                 optimizers=self.optimizers,
                 schedulers=self.schedulers,
                 config=getattr(self.unwrapped_model, "config", None),
-                extra=self._checkpoint_extra(data_position),
+                extra=self._checkpoint_extra(data_position, rng_per_rank),
             )
             if path is None:
                 written = self.checkpoints.save(self.step, **state)
@@ -854,13 +851,27 @@ class BaseTrainer:
         self.accelerator.wait_for_everyone()
         return written
 
-    def _checkpoint_extra(self, data_position: dict | None) -> dict[str, Any]:
+    def _checkpoint_extra(self, data_position: dict | None, rng_per_rank: list | None = None) -> dict[str, Any]:
         return {
             "trainer": type(self).__name__,
             "hparams": self.hparams(),
             "nonfinite": {"skipped": dict(self.nonfinite_skipped), "in_a_row": dict(self.nonfinite_in_a_row)},
             **({"data": data_position} if data_position is not None else {}),
+            **({"rng_per_rank": rng_per_rank} if rng_per_rank is not None else {}),
         }
+
+    def _rng_per_rank(self) -> list[dict[str, Any]] | None:
+        """Every process's random states (collective; None with one process).
+
+        The processes start from one seed but need not stay in step: a forward pass may draw a data-dependent
+        number of random values (e.g. a VQ codebook re-seeding its dead codes from the local batch). The
+        checkpoint's own "rng" entry is the main process's; these let each process resume its own.
+        """
+        if self.accelerator.num_processes == 1 or not dist.is_initialized():
+            return None
+        per_rank: list[Any] = [None] * self.accelerator.num_processes
+        dist.all_gather_object(per_rank, get_rng_state())
+        return per_rank
 
     def _sharded_state(self) -> dict[str, Any]:
         """Model and optimizer state dicts whose tensors are this process's shards (DTensors under FSDP)."""
@@ -894,6 +905,7 @@ class BaseTrainer:
                 f"or inf (here: {', '.join(bad[:5]) or 'none'}); the existing checkpoints are kept"
             )
         data_position = self._data_position()
+        rng_per_rank = self._rng_per_rank()
         final = Path(path) if path is not None else self.checkpoints.sharded_path_for(self.step)
         token = [uuid.uuid4().hex[:12] if self.is_main else None]
         if dist.is_initialized():
@@ -912,7 +924,7 @@ class BaseTrainer:
                     schedulers=self.schedulers,
                     step=self.step,
                     config=getattr(self.unwrapped_model, "config", None),
-                    extra={**self._checkpoint_extra(data_position), "sharded": True},
+                    extra={**self._checkpoint_extra(data_position, rng_per_rank), "sharded": True},
                 )
                 write_sharded_manifest(tmp, self.step, self.accelerator.num_processes)
                 from ..serialization import directory_lock, fsync_directory
@@ -986,6 +998,9 @@ class BaseTrainer:
             schedulers=self.schedulers,
             restore_rng=True,
         )
+        per_rank = checkpoint.get("extra", {}).get("rng_per_rank")
+        if per_rank is not None and len(per_rank) == self.accelerator.num_processes:
+            set_rng_state(per_rank[self.accelerator.process_index])  # this process's own, not the main one's
         nonfinite = checkpoint.get("extra", {}).get("nonfinite", {})
         self.nonfinite_skipped = dict(nonfinite.get("skipped", {}))
         self.nonfinite_in_a_row = dict(nonfinite.get("in_a_row", {}))
@@ -1077,6 +1092,25 @@ def fsdp_plugin(fsdp: bool | FullyShardedDataParallelPlugin | None) -> FullyShar
     if isinstance(fsdp, FullyShardedDataParallelPlugin):
         return fsdp
     raise TypeError(f"fsdp must be a bool, None or an accelerate FullyShardedDataParallelPlugin, got {fsdp!r}")
+
+
+class _GatheredWeights:
+    """The parts of a (possibly FSDP-sharded) module that ema-pytorch reads, as whole tensors.
+
+    `named_parameters()` all-gathers each DTensor parameter into a plain tensor (collective: every process must
+    iterate it the same way) and passes plain ones through; buffers are never sharded and are the module's own.
+    """
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def named_parameters(self) -> Iterator[tuple[str, Tensor]]:
+        for name, param in self.module.named_parameters():
+            full_tensor = getattr(param, "full_tensor", None)
+            yield name, (full_tensor() if callable(full_tensor) else param).detach()
+
+    def named_buffers(self) -> Iterator[tuple[str, Tensor]]:
+        return self.module.named_buffers()
 
 
 def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Tensor]]:

@@ -7,9 +7,11 @@ while torch's FSDP2 (`fully_shard`) itself runs on CPU tensors with gloo. So thi
 FSDP right after each Accelerator is built: everything after that (prepare -> fully_shard, clip_grad_norm_,
 no_sync, get_state_dict) is accelerate's own FSDP2 code path, as under `accelerate launch --use_fsdp` on GPUs.
 
-Each process runs (a) 4 uninterrupted steps, (b) 2 steps through train() ending in a sharded checkpoint, and
-(c) a fresh trainer resumed from it for 2 more steps; it writes OUT_DIR/rank<r>.pt with the whole weights, the
-EMA and its local optimizer shards after (a) and after (c).
+Each process runs (a) 4 uninterrupted steps, (b) 2 steps through train() ending in a sharded checkpoint and
+the EMA export, (c) a fresh trainer resumed from it for 2 more steps, saved again, and (d) 2 steps without an
+EMA, evaluating every step; it writes OUT_DIR/rank<r>.pt with the whole weights, the EMA and its local optimizer
+shards after (a) and after (c), the EMA after (b), and after (d) the gathered weights beside the main process's
+whole copy.
 """
 
 import sys
@@ -92,10 +94,22 @@ def main(out: Path, kind: str):
     steps = {"num_train_steps": 2} if kind == "cvivit" else {"train_num_steps": 2}
     first = make(kind, out / "resumed", **steps)
     first.train()  # ends with a sharded checkpoint at step 2
+    result["first_ema"] = {k: v.detach().clone() for k, v in first.ema.ema_model.state_dict().items()}
     resumed = make(kind, out / "resumed", model_seed=99, resume=True)
     result["resumed_from"] = resumed.step
     result["resumed_logs"] = [resumed.train_step() for _ in range(2)]
     result["resumed"] = snapshot(resumed)
+    resumed.save()  # a second sharded checkpoint (step 4) beside the one resumed from
+
+    # (d) no EMA: evaluation (every step here) and the export use the main process's whole copy of the weights
+    plain = make(kind, out / "no_ema", use_ema=False, save_results_every=1, **steps)
+    plain.train()
+    gathered = plain.accelerator.get_state_dict(plain.model)  # whole on the main process, empty elsewhere
+    copied = plain._full_copy.state_dict() if plain._full_copy is not None else {}
+    result["no_ema"] = {
+        "model": {k: v.detach().clone() for k, v in gathered.items()},
+        "copy": {k: v.detach().clone() for k, v in copied.items()},
+    }
     rank = resumed.accelerator.process_index
     torch.save(result, out / f"rank{rank}.pt")
     resumed.accelerator.wait_for_everyone()

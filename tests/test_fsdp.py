@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from phenaki_pytorch.training import CheckpointManager, save_checkpoint
 from phenaki_pytorch.training.checkpoint import (
@@ -123,6 +124,25 @@ def test_two_fsdp_processes_resume_exactly(tmp_path, kind):
             a, b = rank["straight"][part], rank["resumed"][part]
             assert a.keys() == b.keys()
             assert [k for k in a if not torch.equal(a[k], b[k])] == [], part
+    # the whole weights are gathered on the main process; the EMA is whole and the same on every process, and
+    # it averages (after 4 steps with beta 0.9 it is no longer a copy of the weights)
+    model, ema = ranks[0]["straight"]["model"], ranks[0]["straight"]["ema"]
+    assert model and ranks[1]["straight"]["model"] == {}
+    other = ranks[1]["straight"]["ema"]
+    assert ema.keys() == other.keys() and all(torch.equal(ema[k], other[k]) for k in ema)
+    assert any(not torch.equal(ema[k], model[k]) for k in model if k in ema and model[k].is_floating_point())
+    # the export at the end of train() holds the EMA weights (a whole model, not one process's shards)
+    exported = load_file(tmp_path / "resumed" / ("tokenizer" if kind == "cvivit" else "phenaki") / "model.safetensors")
+    first_ema = ranks[0]["first_ema"]
+    shared = [k for k in exported if k in first_ema]
+    assert len(shared) >= len(first_ema) - 2  # all but possibly EMA bookkeeping
+    assert [k for k in shared if not torch.equal(exported[k], first_ema[k])] == []
+    # without the EMA, the main process's whole copy (evaluated every step, exported) follows the sharded weights
+    no_ema = ranks[0]["no_ema"]
+    assert no_ema["model"] and no_ema["model"].keys() == no_ema["copy"].keys()
+    assert [k for k, v in no_ema["model"].items() if not torch.equal(v, no_ema["copy"][k])] == []
+    metrics = (tmp_path / "no_ema" / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == 2 and all("train_eval" in line for line in metrics)
     # the sharded checkpoint: one folder, a shard file per process
     folder = tmp_path / "resumed" / "checkpoints"
     sharded = sorted(p.name for p in folder.iterdir() if p.is_dir())

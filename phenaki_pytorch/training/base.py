@@ -337,8 +337,11 @@ class BaseTrainer:
         return []
 
     def sync_full_copy(self):
-        """Under FSDP without EMA: gather the weights into the main process's unsharded copy (collective)."""
-        if self._full_copy is None:
+        """Under FSDP without EMA: gather the weights into the main process's unsharded copy (collective).
+
+        Every process takes part in the gather, also those without a copy (only the main process keeps one).
+        """
+        if not self.is_sharded or self.ema is not None:
             return
         state = self.accelerator.get_state_dict(self.model)
         if self.is_main:

@@ -86,6 +86,7 @@ def sample_story(
     show_progress: bool = True,
     frame_sink: Callable[[Tensor], None] | None = None,
     max_frames: int | None = None,
+    prime_with: str = "frames",
     **sample_kwargs,
 ) -> Story:
     """One continuous video for `scenes = [(prompt, duration), ...]`.
@@ -100,7 +101,15 @@ def sample_story(
                    stays flat however long the story. Without it the video is filled into one preallocated
                    tensor and returned as `Story.video`.
     max_frames     refuse (ValueError) a story planned longer than this
+    prime_with     "frames": re-encode the last `prime_frames` decoded frames as the next window's context;
+                   "tokens": carry the token ids MaskGit already drew for the last K - 1 frames and re-encode
+                   only the one frame before them (the causal tokenizer's first token frame stands for one frame
+                   alone, so it cannot be copied from the middle of a window). No decode/re-encode drift enters
+                   the context; where the previous chunk was cut short (a scene ending off the temporal patch
+                   grid) that window falls back to frames.
     """
+    if prime_with not in ("frames", "tokens"):
+        raise ValueError(f'prime_with must be "frames" or "tokens", got {prime_with!r}')
     if not scenes:
         raise ValueError("scenes must hold at least one (prompt, duration) pair")
     _check_optional_int("prime_frames", prime_frames, 0)
@@ -143,6 +152,7 @@ def sample_story(
     total = start
     video: Tensor | None = None  # the whole story, only without a frame_sink
     tail: Tensor | None = None  # the last frames made: the context of the next window
+    tail_ids: Tensor | None = None  # prime_with="tokens": ids (b, t, h, w) of the last window, if they end the video
     made = 0
     progress = tqdm(total=total, desc="story", unit="frame", disable=not show_progress)
     for scene in plan:
@@ -151,22 +161,43 @@ def sample_story(
             texts = [scene.prompt] * batch_size
             if tail is None or prime_frames == 0:  # the first window, or no context: a fresh window
                 first = min(window, 1 + math.ceil((remaining - 1) / tp) * tp)
-                chunk = phenaki.sample(
-                    texts=texts, num_frames=first, cond_scale=cond_scale, generator=generator, **sample_kwargs
+                keep_ids = prime_with == "tokens"
+                out = phenaki.sample(
+                    texts=texts, num_frames=first, cond_scale=cond_scale, generator=generator,
+                    return_codebook_ids=keep_ids, **sample_kwargs,
                 )
+                ids, chunk = (out, cvivit.decode_from_codebook_indices(out).float().clamp(0.0, 1.0)) if keep_ids \
+                    else (None, out)
             else:
                 usable = prime_frames if made >= prime_frames else 1 + ((made - 1) // tp) * tp
                 context = tail[:, :, tail.shape[2] - usable :]
                 count = min(new_per_window, math.ceil(remaining / tp) * tp)
                 count = min(count, ((window - usable) // tp) * tp)
-                chunk = phenaki.sample(
-                    texts=texts,
-                    num_frames=count,
-                    prime_frames=context,
-                    cond_scale=cond_scale,
-                    generator=generator,
-                    **sample_kwargs,
-                )
+                carried = (usable - 1) // tp  # token frames that can be copied from the last window
+                if prime_with == "tokens" and tail_ids is not None and tail_ids.shape[1] > carried:
+                    first_frame = cvivit.tokenize(context[:, :, :1])  # (b, 1, h, w): a first token frame
+                    prime_ids = torch.cat((first_frame, tail_ids[:, tail_ids.shape[1] - carried :]), dim=1)
+                    ids = phenaki.sample(
+                        texts=texts,
+                        num_frames=count,
+                        prime_codebook_ids=prime_ids,
+                        cond_scale=cond_scale,
+                        generator=generator,
+                        return_codebook_ids=True,
+                        **sample_kwargs,
+                    )
+                    chunk = cvivit.decode_from_codebook_indices(ids).float().clamp(0.0, 1.0)[:, :, usable:]
+                else:
+                    ids = None
+                    chunk = phenaki.sample(
+                        texts=texts,
+                        num_frames=count,
+                        prime_frames=context,
+                        cond_scale=cond_scale,
+                        generator=generator,
+                        **sample_kwargs,
+                    )
+            cut_short = chunk.shape[2] > remaining
             chunk = chunk[:, :, :remaining]
             n = chunk.shape[2]
             if frame_sink is not None:
@@ -181,6 +212,8 @@ def sample_story(
                 tail = tail[:, :, -prime_frames:].clone()
             else:
                 tail = chunk[:, :, :0]
+            # the window's ids describe the video's end only when none of its frames were cut off
+            tail_ids = ids if prime_with == "tokens" and ids is not None and not cut_short else None
             made += n
             remaining -= n
             progress.update(n)

@@ -126,3 +126,39 @@ def test_story_durations_and_counts_are_checked(phenaki):
         sample_story(phenaki, [("a", 5)], batch_size=True)
     with pytest.raises(ValueError, match="fps"):
         sample_story(phenaki, [("a", 1.0)], fps=float("nan"))
+
+
+def test_token_priming_carries_the_drawn_ids_and_reencodes_one_frame(phenaki, monkeypatch):
+    calls = record_calls(phenaki, monkeypatch)
+    tp = phenaki.cvivit.temporal_patch_size
+    # scene lengths on the temporal patch grid: no chunk is cut short, so every later window carries tokens
+    story = sample_story(phenaki, [("a", 9), ("b", 8), ("c", 8)], window_frames=9, prime_frames=5,
+                         prime_with="tokens", steps=2, show_progress=False)
+    assert story.video.shape[2] == 25
+    assert calls[0][0]["return_codebook_ids"] is True
+    primed = [(i, kwargs) for i, (kwargs, _) in enumerate(calls) if kwargs.get("prime_codebook_ids") is not None]
+    assert len(primed) == len(calls) - 1 and not any(kw.get("prime_frames") is not None for kw, _ in calls)
+    carried = (5 - 1) // tp
+    for index, kwargs in primed:
+        previous_ids = calls[index - 1][1]
+        prime = kwargs["prime_codebook_ids"]
+        assert prime.shape[1] == 1 + carried
+        # the last token frames MaskGit drew are copied as they are, not decoded and re-encoded
+        assert torch.equal(prime[:, 1:], previous_ids[:, -carried:])
+    # the first token frame is the tokenizer's own encoding of the one frame before the carried ones
+    first_window_frames = 9
+    frame = story.video[:, :, first_window_frames - 1 - carried * tp][:, :, None]
+    torch.testing.assert_close(primed[0][1]["prime_codebook_ids"][:, :1], phenaki.cvivit.tokenize(frame))
+    # the decoded story keeps what was made: the first window's frames are the decode of its ids
+    torch.testing.assert_close(story.video[:, :, :9], phenaki.cvivit.decode_from_codebook_indices(calls[0][1]).clamp(0, 1))
+
+
+def test_token_priming_falls_back_to_frames_after_a_cut_chunk(phenaki, monkeypatch):
+    calls = record_calls(phenaki, monkeypatch)
+    # 6 frames: the first window makes 7 and keeps 6, so its ids do not end the video
+    story = sample_story(phenaki, [("a", 6), ("b", 4)], window_frames=9, prime_frames=3,
+                         prime_with="tokens", steps=2, show_progress=False)
+    assert story.video.shape[2] == 10
+    assert calls[1][0].get("prime_frames") is not None and calls[1][0].get("prime_codebook_ids") is None
+    with pytest.raises(ValueError, match="prime_with"):
+        sample_story(phenaki, [("a", 5)], prime_with="pixels")

@@ -114,7 +114,7 @@ def test_two_fsdp_processes_resume_exactly(tmp_path, kind):
         str(tmp_path),
         kind,
     ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200, cwd=tmp_path)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for rank in ranks:

@@ -253,6 +253,7 @@ def stage2(args, cvivit=None):
         quick = list(range(0, len(prompts), 4))  # a quarter of the prompts, seen and held out
         probe_tokens = held_out_probe_tokens(cvivit, splits.held_out) if args.s2_curve_every else None
         logs = {}
+        judging = 0.0  # seconds spent judging curve points, kept out of the training time
         with trainer.matmul_precision():
             while (args.s2_steps is None or trainer.step < args.s2_steps) and time.perf_counter() < deadline:
                 logs = trainer.train_step()
@@ -262,14 +263,17 @@ def stage2(args, cvivit=None):
                     videos = sample_all(model, [prompts[i] for i in quick], variants[0], args.sample_batch, args.seed)
                     report = judge_prompt_samples(videos, [prompts[i] for i in quick], probe, held_out=held_out)
                     fg_ce, fg_acc = masked_foreground_ce(model, probe_tokens)
-                    point = {"step": trainer.step, "seconds": round(paused - start, 1), "loss": logs.get("loss"),
+                    point = {"step": trainer.step, "seconds": round(paused - start - judging, 1),
+                             "loss": logs.get("loss"),
                              "held_out_fg_ce": fg_ce, "held_out_fg_acc": fg_acc,
                              **{a: round(report.accuracy[a]["all"], 3) for a in ("shape", "color", "direction")},
-                             "consistency": round(report.temporal_consistency, 3)}
+                             "consistency": round(report.temporal_consistency, 3),
+                             "shape_by_frame": [round(a, 3) for a in report.shape_by_frame]}
                     results["curve"].append(point)
                     print(json.dumps(point), flush=True)
+                    judging += time.perf_counter() - paused
                     deadline += time.perf_counter() - paused  # judging is not training time
-        train_seconds = time.perf_counter() - start
+        train_seconds = time.perf_counter() - start - judging
         results.update(steps=trainer.step, train_seconds=round(train_seconds, 1), final_logs=logs)
         print(f"\nPhenaki: {trainer.step} steps in {train_seconds:.0f} s "
               f"({1000 * train_seconds / max(trainer.step, 1):.0f} ms/step, batch {args.s2_batch_size})")
@@ -295,6 +299,7 @@ def stage2(args, cvivit=None):
             + f"{report.temporal_consistency:>9.0%}{report.probe_frechet:>9.2f}{seconds:>9.3f}"
         )
         print(rows[-1], flush=True)
+        print(f"{'':<22}shape by frame: " + " ".join(f"{a:.0%}" for a in report.shape_by_frame), flush=True)
         if index == 0 or name == "critic":
             shown = grid_picture(real, videos, prompts, out / f"samples_{name}.png")
             results["variants"][name]["grid_prompts"] = shown

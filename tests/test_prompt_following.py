@@ -32,6 +32,17 @@ def test_real_clips_follow_their_prompts_and_wrong_prompts_do_not(probe):
     assert report.temporal_consistency > 0.8
     assert report.probe_frechet < 1e-6  # same clips on both sides
     assert "consistency" in report.table()
+    assert len(report.shape_by_frame) == videos.shape[2] and min(report.shape_by_frame) > 0.8
+
+    # a glyph that morphs: the last frames replaced by another prompt's glyph of the same colour and motion
+    morphed = videos.clone()
+    for i in range(24):
+        color, shape, direction = SyntheticGlyphVideos.parse_caption(prompts[i])
+        other = GLYPH_SHAPES[(GLYPH_SHAPES.index(shape) + 1) % len(GLYPH_SHAPES)]
+        morphed[i, :, 6:] = clips.render(color, other, direction)[:, 6:]
+    changed = judge_prompt_samples(morphed, prompts, probe)
+    assert min(changed.shape_by_frame[:6]) > 0.8 and max(changed.shape_by_frame[6:]) < 0.2
+    assert changed.temporal_consistency < 0.2 and changed.accuracy["shape"]["all"] > 0.8  # majority still right
 
     # the same clips, each prompt naming the next shape: shape wrong, colour and direction still right
     def next_shape(text):

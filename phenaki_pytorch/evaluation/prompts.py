@@ -38,7 +38,9 @@ class PromptReport:
 
     ``accuracy[attribute][split]`` with attribute in shape / color / direction and split in seen / held_out /
     all (a split without samples is absent); ``consistency[split]`` the same for temporal consistency;
-    ``per_sample`` one dict per clip (prompt, split, wanted and judged attributes, consistent).
+    ``shape_by_frame[i]`` the fraction of clips whose frame ``i`` the probe names as the prompt's shape (where
+    in a clip the shape goes wrong: a glyph that morphs scores well on some frames and badly on others);
+    ``per_sample`` one dict per clip (prompt, split, wanted and judged attributes, per-frame shapes, consistent).
     """
 
     accuracy: dict[str, dict[str, float]]
@@ -46,6 +48,7 @@ class PromptReport:
     probe_frechet: float | None
     counts: dict[str, int]
     per_sample: list[dict[str, Any]] = field(default_factory=list)
+    shape_by_frame: list[float] = field(default_factory=list)
 
     @property
     def temporal_consistency(self) -> float:
@@ -57,6 +60,7 @@ class PromptReport:
             "temporal_consistency": self.consistency,
             "probe_frechet": self.probe_frechet,
             "counts": self.counts,
+            "shape_by_frame": self.shape_by_frame,
         }
 
     def table(self) -> str:
@@ -67,6 +71,8 @@ class PromptReport:
             lines.append(f"{attribute:<14}" + "".join(f"{self.accuracy[attribute][s]:>10.1%}" for s in splits))
         lines.append(f"{'consistency':<14}" + "".join(f"{self.consistency[s]:>10.1%}" for s in splits))
         lines.append(f"{'clips':<14}" + "".join(f"{self.counts[s]:>10d}" for s in splits))
+        if self.shape_by_frame:
+            lines.append("shape by frame: " + " ".join(f"{a:.0%}" for a in self.shape_by_frame))
         if self.probe_frechet is not None:
             lines.append(f"probe-space Fréchet distance (not FVD): {self.probe_frechet:.3f}")
         return "\n".join(lines)
@@ -108,6 +114,7 @@ def judge_prompt_samples(
                 "split": "held_out" if prompt.strip() in held_out else "seen",
                 **{f"{a}_ok": verdict[a] == wanted[a] for a in ATTRIBUTES},
                 **{f"judged_{a}": verdict[a] for a in ATTRIBUTES},
+                "frame_shapes": list(verdict["shapes"]),
                 "consistent": verdict["consistent"],
             }
         )
@@ -118,6 +125,11 @@ def judge_prompt_samples(
             splits[name] = rows
     accuracy = {a: {s: _mean([r[f"{a}_ok"] for r in rows]) for s, rows in splits.items()} for a in ATTRIBUTES}
     consistency = {s: _mean([r["consistent"] for r in rows]) for s, rows in splits.items()}
+    wanted_shapes = [SyntheticCaptionedVideos.parse_caption(row["prompt"])[1] for row in per_sample]
+    shape_by_frame = [
+        _mean([row["frame_shapes"][i] == shape for row, shape in zip(per_sample, wanted_shapes)])
+        for i in range(videos.shape[2])
+    ]
 
     frechet = None
     if real_videos is not None:
@@ -130,5 +142,6 @@ def judge_prompt_samples(
         consistency=consistency,
         probe_frechet=frechet,
         counts={s: len(rows) for s, rows in splits.items()},
+        shape_by_frame=shape_by_frame,
         per_sample=per_sample,
     )

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .attention import Transformer, exists
+from .attention import ContinuousPositionBias, Transformer, exists
 from .serialization import ConfigMixin
 from .typecheck import typechecked
 
@@ -38,6 +38,7 @@ class TokenTransformer(nn.Module):
         attn_dropout: float,
         ff_dropout: float,
         gradient_checkpointing: bool = False,
+        rel_pos_bias: bool = False,
     ):
         super().__init__()
         if num_tokens < 1 or max_seq_len < 1:
@@ -66,6 +67,9 @@ class TokenTransformer(nn.Module):
             ff_dropout=ff_dropout,
             gradient_checkpointing=gradient_checkpointing,
         )
+        # an attention bias from the (t, h, w) offset between two tokens, shared by all layers: a locality prior the
+        # absolute embeddings have to learn otherwise; it costs a (heads, n, n) tensor per forward
+        self.rel_pos_bias = ContinuousPositionBias(dim=dim_head, heads=heads, num_dims=3) if rel_pos_bias else None
         self._pos_cache: dict = {}
 
     @property
@@ -136,7 +140,11 @@ class TokenTransformer(nn.Module):
                 text_mask = text_mask & keep[:, None]
             context_kv = self.context_kv(text_embeds, text_mask)
 
-        return self.transformer(tokens, mask=video_mask, context_kv=context_kv)
+        attn_bias = None
+        if exists(self.rel_pos_bias):
+            h, w = video_patch_shape if exists(video_patch_shape) else (1, n)
+            attn_bias = self.rel_pos_bias(n // (h * w), h, w, device=x.device).to(tokens.dtype)
+        return self.transformer(tokens, mask=video_mask, attn_bias=attn_bias, context_kv=context_kv)
 
 
 class TiedLogits(nn.Module):
@@ -169,6 +177,9 @@ class MaskGit(ConfigMixin, nn.Module):
     embedding table plus a bias) instead of a separate output matrix; `label_smoothing` applies to the loss.
     `gradient_checkpointing=True` recomputes each layer in the backward pass (less memory, more compute); it
     is saved in the config, and `set_gradient_checkpointing(model)` switches it later.
+    `rel_pos_bias=True` adds a learned self-attention bias from the (frame, row, column) offset between two
+    tokens (an MLP over log-scaled offsets, shared by all layers), a locality prior on top of the absolute
+    position embeddings. It keeps a (heads, n, n) bias per forward, so it is for short token sequences.
     """
 
     @typechecked
@@ -190,6 +201,7 @@ class MaskGit(ConfigMixin, nn.Module):
         label_smoothing: float = 0.0,
         tie_embeddings: bool = False,
         gradient_checkpointing: bool = False,
+        rel_pos_bias: bool = False,
     ):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
@@ -213,6 +225,7 @@ class MaskGit(ConfigMixin, nn.Module):
             attn_dropout=attn_dropout,
             ff_dropout=ff_dropout,
             gradient_checkpointing=gradient_checkpointing,
+            rel_pos_bias=rel_pos_bias,
         )
         self.tie_embeddings = tie_embeddings
         self.to_logits = TiedLogits(self.trunk.token_emb, num_tokens, dim) if tie_embeddings else nn.Linear(dim, num_tokens)
@@ -286,6 +299,7 @@ class TokenCritic(ConfigMixin, nn.Module):
         attn_dropout: float = 0.0,
         ff_dropout: float = 0.0,
         gradient_checkpointing: bool = False,
+        rel_pos_bias: bool = False,
     ):
         super().__init__()
         if has_cross_attn and not exists(dim_context):
@@ -302,6 +316,7 @@ class TokenCritic(ConfigMixin, nn.Module):
             attn_dropout=attn_dropout,
             ff_dropout=ff_dropout,
             gradient_checkpointing=gradient_checkpointing,
+            rel_pos_bias=rel_pos_bias,
         )
         self.to_logits = nn.Linear(dim, 1)
 

@@ -232,3 +232,36 @@ def test_tied_output_head_reads_the_embedding_table_and_round_trips(tmp_path):
     torch.testing.assert_close(loaded(ids_without_5, text_embeds=text, video_patch_shape=(4, 8)), after)
     # the untied default keeps its own output layer
     assert isinstance(tiny_maskgit().to_logits, torch.nn.Linear)
+
+
+def test_relative_position_bias_depends_only_on_the_offset_and_round_trips(tmp_path):
+    maskgit = MaskGit(num_tokens=64, max_seq_len=48, dim=32, depth=1, dim_context=TEXT_DIM, heads=2, dim_head=16,
+                      rel_pos_bias=True)
+    bias = maskgit.trunk.rel_pos_bias(3, 4, 4)  # (heads, 48, 48) over a 3x4x4 token grid
+    assert bias.shape == (2, 48, 48)
+
+    def index(t, h, w):
+        return (t * 4 + h) * 4 + w
+
+    # the same (frame, row, column) offset gives the same bias anywhere in the grid; another offset does not
+    torch.testing.assert_close(bias[:, index(0, 0, 0), index(1, 2, 1)], bias[:, index(1, 1, 2), index(2, 3, 3)])
+    torch.testing.assert_close(bias[:, index(2, 3, 3), index(1, 1, 2)], bias[:, index(1, 2, 1), index(0, 0, 0)])
+    assert not torch.allclose(bias[:, index(0, 0, 0), index(1, 2, 1)], bias[:, index(0, 0, 0), index(1, 1, 2)])
+
+    ids = torch.randint(0, 65, (2, 48))
+    text = torch.randn(2, 5, TEXT_DIM)
+    logits = maskgit(ids, text_embeds=text, video_patch_shape=(4, 4))
+    logits.square().mean().backward()
+    assert maskgit.trunk.rel_pos_bias.mlp[0].weight.grad.abs().sum() > 0  # the bias is trained
+    # the bias enters the attention: zeroing its last layer changes the logits
+    maskgit.eval()
+    with torch.no_grad():
+        before = maskgit(ids, text_embeds=text, video_patch_shape=(4, 4))
+        maskgit.save_pretrained(tmp_path)
+        loaded = MaskGit.from_pretrained(tmp_path).eval()
+        assert loaded.trunk.rel_pos_bias is not None
+        torch.testing.assert_close(loaded(ids, text_embeds=text, video_patch_shape=(4, 4)), before)
+        maskgit.trunk.rel_pos_bias.mlp[-1].weight.zero_()
+        maskgit.trunk.rel_pos_bias.mlp[-1].bias.zero_()
+        assert not torch.allclose(maskgit(ids, text_embeds=text, video_patch_shape=(4, 4)), before)
+    assert tiny_maskgit().trunk.rel_pos_bias is None  # off by default

@@ -149,6 +149,21 @@ def test_precision_flags_reach_the_trainers(capsys):
     assert "invalid choice: 'fast'" in capsys.readouterr().err
 
 
+def test_learning_rate_flag_defaults_to_each_trainers_own():
+    """`phenaki train` trains a PhenakiTrainer, `train-tokenizer` a CViViTTrainer: each flag default is that trainer's."""
+    import inspect
+
+    from phenaki_pytorch.cli import build_parser
+    from phenaki_pytorch.commands.train import trainer_kwargs as _trainer_kwargs
+    from phenaki_pytorch.training import CViViTTrainer, PhenakiTrainer
+
+    parser = build_parser()
+    for command, trainer in ((["train-tokenizer"], CViViTTrainer), (["train", "--tokenizer", "tok/"], PhenakiTrainer)):
+        default = inspect.signature(trainer).parameters["lr"].default
+        assert _trainer_kwargs(parser.parse_args(command))["lr"] == default
+    assert inspect.signature(PhenakiTrainer).parameters["lr"].default == 1e-3
+
+
 # ---------------------------------------------------------------------- the command modules
 
 

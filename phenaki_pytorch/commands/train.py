@@ -35,12 +35,12 @@ from .common import (
 DEVICE_HELP = "cpu, cuda[:N] or mps (default: what accelerate picks, a GPU when there is one)"
 
 
-def _trainer_flags(parser: argparse.ArgumentParser, default_results: str) -> None:
+def _trainer_flags(parser: argparse.ArgumentParser, default_results: str, default_lr: float) -> None:
     parser.add_argument("--config", default=None, help="YAML or JSON file with any of these options")
     parser.add_argument("--steps", type=positive_int, default=10000, help="training steps (default 10000)")
     parser.add_argument("--batch-size", type=positive_int, default=4)
     parser.add_argument("--grad-accum", type=positive_int, default=1, help="gradient accumulation steps")
-    parser.add_argument("--lr", type=positive_float, default=3e-4)
+    parser.add_argument("--lr", type=positive_float, default=default_lr, help=f"learning rate (default {default_lr:g})")
     parser.add_argument("--warmup", type=non_negative_int, default=0, help="learning-rate warmup steps")
     parser.add_argument("--no-ema", action="store_true", help="do not keep an EMA of the weights")
     parser.add_argument("--results", default=default_results, help=f"results folder (default {default_results})")
@@ -79,7 +79,7 @@ def register(sub) -> None:
     tokenizer.add_argument("--heads", type=positive_int, default=4)
     tokenizer.add_argument("--dim-head", type=positive_int, default=32)
     tokenizer.add_argument("--no-gan", action="store_true", help="reconstruction + quantizer loss only")
-    _trainer_flags(tokenizer, "results/tokenizer")
+    _trainer_flags(tokenizer, "results/tokenizer", default_lr=3e-4)  # CViViTTrainer's default
     tokenizer.set_defaults(func=cmd_train_tokenizer)
 
     train = sub.add_parser(
@@ -97,7 +97,7 @@ def register(sub) -> None:
     train.add_argument("--cond-drop-prob", type=probability, default=0.25)
     train.add_argument("--critic", choices=("none", "token", "self"), default="none", help="token critic to train too")
     train.add_argument("--sample-texts", default=None, help="file with one caption per line, sampled every --sample-every")
-    _trainer_flags(train, "results/phenaki")
+    _trainer_flags(train, "results/phenaki", default_lr=1e-3)  # PhenakiTrainer's default
     train.set_defaults(func=cmd_train)
 
 

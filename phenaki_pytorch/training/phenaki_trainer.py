@@ -63,7 +63,10 @@ class PhenakiTrainer(BaseTrainer):
     "text_mask" or "text"), or `folder=`: a captioned folder / manifest read by `CaptionedVideoDataset` at
     `num_frames` (1 with `train_on_images`) and the tokenizer's image size. The kind is told by the item keys.
 
-    One AdamW with two parameter groups: MaskGit (`lr`) and the critic (`critic_lr`); the loss is Phenaki's
+    One AdamW with two parameter groups: MaskGit (`lr`, default 1e-3) and the critic (`critic_lr`, default `lr`).
+    The default was 3e-4 before; 1e-3 reached three times the shape accuracy in the same 20-minute budget on the
+    glyph benchmark, and trained a MaskGit of the README's size (dim 512, depth 8, batch 4) as well as 3e-4 over the
+    200 steps tried, with no sign of instability (qk-norm and clipping at `max_grad_norm` 0.5). The loss is Phenaki's
     total (MaskGit cross-entropy + weighted critic BCE), so one backward pass trains both and both parts are
     logged. The tokenizer stays frozen. Every `save_results_every` steps the (EMA) model is evaluated on the
     held-out split and samples a GIF for the sample texts with a seeded generator, so samples are comparable
@@ -84,7 +87,7 @@ class PhenakiTrainer(BaseTrainer):
         grad_accum_every: int = 1,
         train_num_steps: int | None = None,
         num_train_steps: int | None = None,
-        lr: float = 3e-4,
+        lr: float = 1e-3,
         critic_lr: float | None = None,
         wd: float = 0.0,
         lr_warmup_steps: int = 0,

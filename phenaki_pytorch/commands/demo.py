@@ -1,6 +1,6 @@
 """`phenaki demo`: the offline demo recipe (`phenaki_pytorch.demo.run_demo`) from the command line.
 
-    phenaki demo                          # about 10 minutes, the preset for this CPU (fp32 or bf16)
+    phenaki demo                          # about 10 minutes, the preset for this machine (fp32 on a CPU)
     phenaki demo --quick --out /tmp/demo  # a smoke run in seconds
     phenaki demo --preset bf16 --minutes 20 --text-encoder hashed
 """
@@ -28,7 +28,7 @@ def register(sub) -> None:
         "--preset",
         choices=PRESETS,
         default="auto",
-        help="auto: bf16 on hardware with native bf16, else fp32 (a smaller recipe); quick: a smoke run",
+        help="auto: bf16 on a GPU with native bf16, else fp32 (a smaller recipe; on every CPU, measured better there); quick: a smoke run",
     )
     demo.add_argument("--quick", action="store_true", help="the same as --preset quick (samples will be poor)")
     demo.add_argument("--seed", type=integer, default=0, help="random seed (default 0)")

@@ -70,16 +70,23 @@ class TokenTransformer(nn.Module):
         # an attention bias from the (t, h, w) offset between two tokens, shared by all layers: a locality prior the
         # absolute embeddings have to learn otherwise; it costs a (heads, n, n) tensor per forward
         self.rel_pos_bias = ContinuousPositionBias(dim=dim_head, heads=heads, num_dims=3) if rel_pos_bias else None
+        self._bias_cache: tuple | None = None
         self._pos_cache: dict = {}
 
     @property
     def is_conditional(self) -> bool:
         return exists(self.dim_context)
 
-    def _grid_index(self, n: int, video_patch_shape: tuple[int, int] | None, device) -> tuple[Tensor, Tensor, Tensor]:
+    @staticmethod
+    def _grid_shape(n: int, video_patch_shape: tuple[int, int] | None) -> tuple[int, int, int]:
+        """(token frames, rows, columns) of a sequence of n tokens; without a patch shape, one row of n."""
         h, w = video_patch_shape if exists(video_patch_shape) else (1, n)
         if n % (h * w):
             raise ValueError(f"sequence of {n} tokens is not a whole number of {h}x{w} token frames")
+        return n // (h * w), h, w
+
+    def _grid_index(self, n: int, video_patch_shape: tuple[int, int] | None, device) -> tuple[Tensor, Tensor, Tensor]:
+        _, h, w = self._grid_shape(n, video_patch_shape)
         key = (n, h, w, str(device))
         if key not in self._pos_cache:
             index = torch.arange(n, device=device)
@@ -140,11 +147,20 @@ class TokenTransformer(nn.Module):
                 text_mask = text_mask & keep[:, None]
             context_kv = self.context_kv(text_embeds, text_mask)
 
-        attn_bias = None
-        if exists(self.rel_pos_bias):
-            h, w = video_patch_shape if exists(video_patch_shape) else (1, n)
-            attn_bias = self.rel_pos_bias(n // (h * w), h, w, device=x.device).to(tokens.dtype)
+        attn_bias = self._attn_bias(n, video_patch_shape, x.device) if exists(self.rel_pos_bias) else None
         return self.transformer(tokens, mask=video_mask, attn_bias=attn_bias, context_kv=context_kv)
+
+    def _attn_bias(self, n: int, video_patch_shape: tuple[int, int] | None, device) -> Tensor:
+        """The relative position bias (heads, n, n). Without gradients (every decoding step of `sample`) it is
+        computed once and kept until the bias MLP's weights change (their version counters key the cache)."""
+        grid = self._grid_shape(n, video_patch_shape)
+        if torch.is_grad_enabled():
+            return self.rel_pos_bias(*grid, device=device)
+        weights = list(self.rel_pos_bias.parameters())
+        key = (grid, str(device), weights[0].dtype, tuple(p._version for p in weights))
+        if self._bias_cache is None or self._bias_cache[0] != key:
+            self._bias_cache = (key, self.rel_pos_bias(*grid, device=device))
+        return self._bias_cache[1]
 
 
 class TiedLogits(nn.Module):

@@ -265,3 +265,19 @@ def test_relative_position_bias_depends_only_on_the_offset_and_round_trips(tmp_p
         maskgit.trunk.rel_pos_bias.mlp[-1].bias.zero_()
         assert not torch.allclose(maskgit(ids, text_embeds=text, video_patch_shape=(4, 4)), before)
     assert tiny_maskgit().trunk.rel_pos_bias is None  # off by default
+
+
+def test_relative_position_bias_is_computed_once_per_decoding_but_follows_weight_updates():
+    critic = TokenCritic(num_tokens=64, max_seq_len=48, dim=32, depth=1, heads=2, dim_head=16, rel_pos_bias=True)
+    trunk = critic.trunk
+    with torch.no_grad():
+        first = trunk._attn_bias(48, (4, 4), torch.device("cpu"))
+        assert trunk._attn_bias(48, (4, 4), torch.device("cpu")) is first  # every decoding step reuses it
+        assert trunk._attn_bias(32, (4, 4), torch.device("cpu")).shape == (2, 32, 32)  # another grid: recomputed
+    optimizer = torch.optim.SGD(critic.parameters(), lr=1.0)
+    critic(torch.randint(0, 64, (2, 48)), video_patch_shape=(4, 4)).sum().backward()
+    optimizer.step()  # an in-place update of the bias MLP
+    with torch.no_grad():
+        after = trunk._attn_bias(48, (4, 4), torch.device("cpu"))
+    assert after is not first and not torch.allclose(after, first)
+    torch.testing.assert_close(after, trunk.rel_pos_bias(3, 4, 4))  # the cache holds what a fresh call gives

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import subprocess
 import sys
@@ -480,3 +481,61 @@ def test_padded_frames_of_a_mixed_batch_never_reach_the_loss(tmp_path):
     (logs_a, state_a), (logs_b, state_b) = runs
     assert logs_a == logs_b
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+# ---------------------------------------------------------------------------------------------- lr schedules
+
+
+def test_learning_rate_schedules_warm_up_then_decay_to_the_floor():
+    from phenaki_pytorch.training import LearningRateSchedule
+
+    constant = LearningRateSchedule("constant", warmup_steps=4)
+    assert [constant(s) for s in (0, 3, 4, 10**6)] == [0.25, 1.0, 1.0, 1.0]
+    cosine = LearningRateSchedule("cosine", warmup_steps=10, total_steps=110, min_ratio=0.1)
+    assert cosine(0) == pytest.approx(0.1) and cosine(9) == 1.0 and cosine(10) == 1.0
+    assert cosine(60) == pytest.approx(0.55)  # half way: the cosine's midpoint between 1 and the floor
+    assert cosine(110) == pytest.approx(0.1) and cosine(10**6) == pytest.approx(0.1)
+    values = [cosine(s) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(values, values[1:]))  # never rises after the warm-up
+    linear = LearningRateSchedule("linear", total_steps=100, min_ratio=0.0)
+    assert linear(0) == 1.0 and linear(25) == pytest.approx(0.75) and linear(100) == 0.0
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        LearningRateSchedule("step")
+    with pytest.raises(ValueError, match="num_train_steps > lr_warmup_steps"):
+        LearningRateSchedule("cosine", warmup_steps=10, total_steps=10)
+    with pytest.raises(ValueError, match="lr_min_ratio"):
+        LearningRateSchedule("cosine", total_steps=10, min_ratio=1.5)
+
+
+def test_cosine_schedule_reaches_its_floor_at_the_last_step_and_survives_a_resume(tmp_path):
+    def trainer(results, **overrides):
+        return make_resume_trainer(
+            results, lr_schedule="cosine", lr_min_ratio=0.2, lr_warmup_steps=1, save_results_every=10**6, **overrides
+        )
+
+    def lrs(t):
+        return [group["lr"] for group in t.optimizers["phenaki"].param_groups]
+
+    straight = trainer(tmp_path / "straight")
+    seen = []
+    for _ in range(6):
+        seen.append(lrs(straight)[0])
+        straight.train_step()
+    # warm-up (1 step), then 1e-3 falling along a cosine to 0.2 * 1e-3 at step 6, both groups alike
+    expected = [1e-3 * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * (s - 1) / 5))) for s in range(1, 6)]
+    assert seen == pytest.approx([1e-3] + expected)
+    assert lrs(straight) == pytest.approx([2e-4, 2e-4])
+    assert straight.hparams()["lr_schedule"] == "cosine"
+
+    first = trainer(tmp_path / "resumed")
+    for _ in range(3):
+        first.train_step()
+    first.save()
+    second = trainer(tmp_path / "resumed", resume=True, model_seed=99)
+    assert second.step == 3
+    assert lrs(second)[0] == pytest.approx(seen[3])  # the curve goes on where it stopped
+    for _ in range(3):
+        second.train_step()
+    assert lrs(second) == pytest.approx(lrs(straight))
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        PhenakiTrainer(build_phenaki(), dataset=synthetic(4), lr_schedule="exp", results_folder=tmp_path / "x")

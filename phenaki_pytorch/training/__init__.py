@@ -1,6 +1,13 @@
 """Trainers on accelerate and their checkpoints."""
 
-from .base import BaseTrainer, NonFiniteTrainingError, ResumableBatchSampler, preserved_rng
+from .base import (
+    LR_SCHEDULES,
+    BaseTrainer,
+    LearningRateSchedule,
+    NonFiniteTrainingError,
+    ResumableBatchSampler,
+    preserved_rng,
+)
 from .checkpoint import (
     CheckpointManager,
     get_rng_state,
@@ -12,9 +19,11 @@ from .checkpoint import (
 from .cvivit_trainer import CViViTTrainer
 
 __all__ = [
+    "LR_SCHEDULES",
     "BaseTrainer",
     "CViViTTrainer",
     "CheckpointManager",
+    "LearningRateSchedule",
     "NonFiniteTrainingError",
     "ResumableBatchSampler",
     "get_rng_state",

@@ -94,7 +94,16 @@ from .checkpoint import (
     write_sharded_manifest,
 )
 
-__all__ = ["BaseTrainer", "NonFiniteTrainingError", "ResumableBatchSampler", "preserved_rng"]
+__all__ = [
+    "LR_SCHEDULES",
+    "BaseTrainer",
+    "LearningRateSchedule",
+    "NonFiniteTrainingError",
+    "ResumableBatchSampler",
+    "preserved_rng",
+]
+
+LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -109,6 +118,50 @@ def preserved_rng():
         yield
     finally:
         set_rng_state(state)
+
+
+class LearningRateSchedule:
+    """The learning-rate multiplier of optimizer update `step` (0-based), for `torch.optim.lr_scheduler.LambdaLR`.
+
+    A linear warm-up from ``1 / warmup_steps`` to 1 over the first `warmup_steps` updates, then:
+
+    - ``"constant"``: 1 for ever;
+    - ``"cosine"``: half a cosine from 1 down to `min_ratio` at update `total_steps`, `min_ratio` after it;
+    - ``"linear"``: a straight line from 1 down to `min_ratio` at `total_steps`, `min_ratio` after it.
+
+    A plain object rather than a closure, so that it pickles (trainer state, multiprocessing). Its state lives in
+    the scheduler's step count, which checkpoints save, so a resumed run continues on the same curve.
+    """
+
+    def __init__(self, schedule: str = "constant", *, warmup_steps: int = 0, total_steps: int = 1,
+                 min_ratio: float = 0.0):
+        if schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+        if warmup_steps < 0:
+            raise ValueError(f"lr_warmup_steps must be >= 0, got {warmup_steps}")
+        if schedule != "constant" and total_steps <= warmup_steps:
+            raise ValueError(
+                f"lr_schedule={schedule!r} decays between the warm-up's end ({warmup_steps} steps) and the last "
+                f"training step, so it needs num_train_steps > lr_warmup_steps; got num_train_steps={total_steps}"
+            )
+        if not 0.0 <= min_ratio <= 1.0:
+            raise ValueError(f"lr_min_ratio must lie in [0, 1], got {min_ratio}")
+        self.schedule, self.warmup_steps, self.total_steps, self.min_ratio = (
+            schedule, warmup_steps, total_steps, min_ratio
+        )
+
+    def __call__(self, step: int) -> float:
+        if self.warmup_steps and step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.schedule == "constant":
+            return 1.0
+        progress = min(max(step - self.warmup_steps, 0) / (self.total_steps - self.warmup_steps), 1.0)
+        shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if self.schedule == "cosine" else 1.0 - progress
+        return self.min_ratio + (1.0 - self.min_ratio) * shape
+
+    def __repr__(self) -> str:
+        return (f"LearningRateSchedule({self.schedule!r}, warmup_steps={self.warmup_steps}, "
+                f"total_steps={self.total_steps}, min_ratio={self.min_ratio})")
 
 
 class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):

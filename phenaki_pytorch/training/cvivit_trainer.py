@@ -22,7 +22,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import Dataset, IterableDataset
 
 from ..data._utils import check_positive_int
-from .base import BaseTrainer, preserved_rng
+from .base import BaseTrainer, LearningRateSchedule, preserved_rng
 
 __all__ = ["CViViTTrainer"]
 
@@ -69,6 +69,10 @@ class CViViTTrainer(BaseTrainer):
     the model was built without one. Each step takes `grad_accum_every` micro-batches, makes one generator
     step and, when the model has a discriminator, one discriminator step on the same batches (gradient
     penalty every `apply_grad_penalty_every` steps).
+
+    Learning rate: `lr` (generator) and `discr_lr` (default `lr`), after `lr_warmup_steps` of linear warm-up;
+    `lr_schedule` "constant" (the default), "cosine" or "linear" decays both to `lr_min_ratio` times their peak at
+    `num_train_steps` (see `LearningRateSchedule`).
     """
 
     find_unused_parameters = True  # the discriminator idles in the generator pass, and vice versa
@@ -89,6 +93,8 @@ class CViViTTrainer(BaseTrainer):
         discr_lr: float | None = None,
         wd: float = 0.0,
         lr_warmup_steps: int = 0,
+        lr_schedule: str = "constant",
+        lr_min_ratio: float = 0.1,
         max_grad_norm: float | None = 0.5,
         discr_max_grad_norm: float | None = None,
         train_on_images: bool = False,
@@ -123,8 +129,11 @@ class CViViTTrainer(BaseTrainer):
             raise ValueError(f"valid_frac must lie in [0, 1) or be None, got {valid_frac}")
         check_positive_int("save_results_every", save_results_every)
         check_positive_int("ema_update_every", ema_update_every)
-        if apply_grad_penalty_every < 0 or lr_warmup_steps < 0:
-            raise ValueError("apply_grad_penalty_every and lr_warmup_steps must be >= 0")
+        if apply_grad_penalty_every < 0:
+            raise ValueError("apply_grad_penalty_every must be >= 0")
+        schedule = LearningRateSchedule(
+            lr_schedule, warmup_steps=lr_warmup_steps, total_steps=num_train_steps, min_ratio=lr_min_ratio
+        )
         super().__init__(
             num_train_steps=num_train_steps,
             batch_size=batch_size,
@@ -149,6 +158,7 @@ class CViViTTrainer(BaseTrainer):
         self.num_frames, self.image_size = num_frames, image_size
         self.train_on_images = train_on_images
         self.lr, self.wd, self.lr_warmup_steps = lr, wd, lr_warmup_steps
+        self.lr_schedule, self.lr_min_ratio, self._lr_multiplier = lr_schedule, lr_min_ratio, schedule
         self.discr_lr = discr_lr if discr_lr is not None else lr
         self.discr_max_grad_norm = discr_max_grad_norm
         self.use_ema = use_ema
@@ -220,11 +230,7 @@ class CViViTTrainer(BaseTrainer):
             optimizers["discriminator"] = self.make_adamw(
                 cvivit.discriminator_parameters(), lr=self.discr_lr, weight_decay=self.wd
             )
-        warmup = self.lr_warmup_steps
-        schedulers = {
-            name: LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
-            for name, opt in optimizers.items()
-        }
+        schedulers = {name: LambdaLR(opt, self._lr_multiplier) for name, opt in optimizers.items()}
         ema_kwargs = None
         if self.use_ema:
             # the EMA copy takes the encoder and the codebook as trained (the codebook is fitted to that encoder)
@@ -239,6 +245,9 @@ class CViViTTrainer(BaseTrainer):
             "lr": self.lr,
             "discr_lr": self.discr_lr,
             "wd": self.wd,
+            "lr_warmup_steps": self.lr_warmup_steps,
+            "lr_schedule": self.lr_schedule,
+            "lr_min_ratio": self.lr_min_ratio,
             "max_grad_norm": self.max_grad_norm,
             "num_frames": self.num_frames,
             "train_on_images": self.train_on_images,

@@ -25,7 +25,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import Dataset, IterableDataset
 
 from ..data._utils import check_positive_int
-from .base import BaseTrainer, preserved_rng
+from .base import BaseTrainer, LearningRateSchedule, preserved_rng
 from .cvivit_trainer import collate_clips
 
 __all__ = ["PhenakiTrainer"]
@@ -91,6 +91,8 @@ class PhenakiTrainer(BaseTrainer):
         critic_lr: float | None = None,
         wd: float = 0.0,
         lr_warmup_steps: int = 0,
+        lr_schedule: str = "constant",
+        lr_min_ratio: float = 0.1,
         max_grad_norm: float | None = 0.5,
         train_on_images: bool = False,
         use_ema: bool = True,
@@ -143,8 +145,9 @@ class PhenakiTrainer(BaseTrainer):
         check_positive_int("save_results_every", save_results_every)
         check_positive_int("ema_update_every", ema_update_every)
         check_positive_int("num_samples", num_samples)
-        if lr_warmup_steps < 0:
-            raise ValueError(f"lr_warmup_steps must be >= 0, got {lr_warmup_steps}")
+        schedule = LearningRateSchedule(
+            lr_schedule, warmup_steps=lr_warmup_steps, total_steps=steps, min_ratio=lr_min_ratio
+        )  # checks its arguments before anything is built
         for method in ("trainable_parameters", "sample"):
             if not callable(getattr(phenaki, method, None)):
                 raise TypeError(f"phenaki must be a Phenaki (with .{method}()), got {type(phenaki).__name__}")
@@ -172,6 +175,7 @@ class PhenakiTrainer(BaseTrainer):
         self.num_frames, self.image_size = num_frames, image_size
         self.train_on_images = train_on_images
         self.lr, self.wd, self.lr_warmup_steps = lr, wd, lr_warmup_steps
+        self.lr_schedule, self.lr_min_ratio, self._lr_multiplier = lr_schedule, lr_min_ratio, schedule
         self.critic_lr = critic_lr if critic_lr is not None else lr
         self.use_ema = use_ema
         self.ema_kwargs = dict(beta=ema_beta, update_every=ema_update_every, update_after_step=ema_update_after_step)
@@ -291,8 +295,7 @@ class PhenakiTrainer(BaseTrainer):
             groups.append({"params": critic_params, "lr": self.critic_lr, "name": "critic"})
         self.has_critic = bool(critic_params)
         optimizer = self.make_adamw(groups, lr=self.lr, weight_decay=self.wd)
-        warmup = self.lr_warmup_steps
-        scheduler = LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+        scheduler = LambdaLR(optimizer, self._lr_multiplier)
         ema_kwargs = None
         if self.use_ema:
             # the frozen tokenizer is shared with the online model, not copied, and never averaged
@@ -312,6 +315,8 @@ class PhenakiTrainer(BaseTrainer):
             "wd": self.wd,
             "max_grad_norm": self.max_grad_norm,
             "lr_warmup_steps": self.lr_warmup_steps,
+            "lr_schedule": self.lr_schedule,
+            "lr_min_ratio": self.lr_min_ratio,
             "train_on_images": self.train_on_images,
             "pretokenized": self.pretokenized,
             "use_ema": self.use_ema,

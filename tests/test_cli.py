@@ -164,6 +164,26 @@ def test_learning_rate_flag_defaults_to_each_trainers_own():
     assert inspect.signature(PhenakiTrainer).parameters["lr"].default == 1e-3
 
 
+def test_lr_schedule_flags_reach_the_trainer_and_default_to_its_own():
+    import inspect
+
+    from phenaki_pytorch.cli import build_parser
+    from phenaki_pytorch.commands.train import trainer_kwargs as _trainer_kwargs
+    from phenaki_pytorch.training import LR_SCHEDULES, CViViTTrainer, PhenakiTrainer
+
+    parser = build_parser()
+    for command, trainer in ((["train-tokenizer"], CViViTTrainer), (["train", "--tokenizer", "tok/"], PhenakiTrainer)):
+        signature = inspect.signature(trainer).parameters
+        defaults = _trainer_kwargs(parser.parse_args(command))
+        assert defaults["lr_schedule"] == signature["lr_schedule"].default
+        assert defaults["lr_min_ratio"] == signature["lr_min_ratio"].default
+        chosen = _trainer_kwargs(parser.parse_args([*command, "--lr-schedule", "cosine", "--lr-min-ratio", "0.05"]))
+        assert (chosen["lr_schedule"], chosen["lr_min_ratio"]) == ("cosine", 0.05)
+    action = next(a for a in parser._subparsers._group_actions[0].choices["train"]._actions
+                  if a.dest == "lr_schedule")
+    assert tuple(action.choices) == LR_SCHEDULES  # the flag offers exactly what the trainers accept
+
+
 # ---------------------------------------------------------------------- the command modules
 
 

@@ -42,6 +42,15 @@ def _trainer_flags(parser: argparse.ArgumentParser, default_results: str, defaul
     parser.add_argument("--grad-accum", type=positive_int, default=1, help="gradient accumulation steps")
     parser.add_argument("--lr", type=positive_float, default=default_lr, help=f"learning rate (default {default_lr:g})")
     parser.add_argument("--warmup", type=non_negative_int, default=0, help="learning-rate warmup steps")
+    parser.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine", "linear"),
+        default="constant",
+        help="after the warmup: constant (default), or a cosine / linear decay to --lr-min-ratio * lr at --steps",
+    )
+    parser.add_argument(
+        "--lr-min-ratio", type=probability, default=0.1, help="where a decaying schedule ends, times lr (default 0.1)"
+    )
     parser.add_argument("--no-ema", action="store_true", help="do not keep an EMA of the weights")
     parser.add_argument("--results", default=default_results, help=f"results folder (default {default_results})")
     parser.add_argument("--save-every", type=positive_int, default=1000, help="checkpoint every N steps")
@@ -108,6 +117,8 @@ def trainer_kwargs(args) -> dict:
         grad_accum_every=args.grad_accum,
         lr=args.lr,
         lr_warmup_steps=args.warmup,
+        lr_schedule=args.lr_schedule,
+        lr_min_ratio=args.lr_min_ratio,
         use_ema=not args.no_ema,
         results_folder=args.results,
         save_model_every=args.save_every,

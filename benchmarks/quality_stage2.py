@@ -213,6 +213,8 @@ def stage2(args, cvivit=None):
     prompts, real, held_out = prompts_and_real(splits, None if args.all_prompts else 60)
     text_encoder = hashed_word_encoder(args.text_dim)
     variants = json.loads(args.variants) if args.variants else DEFAULT_VARIANTS
+    if args.critic == "none" and not args.load_phenaki:  # nothing to re-mask with: confidence variants only
+        variants = [v for v in variants if v.get("remasking") != "critic"]
     results = {"variants": {}, "curve": []}
 
     if args.load_phenaki:

@@ -298,8 +298,10 @@ class Phenaki(ConfigMixin, nn.Module):
         cond_drop_prob: float | None = None,
         generator: torch.Generator | None = None,
         return_loss_breakdown: bool = False,
+        train_critic: bool = True,
     ):
-        """Training loss: MaskGit cross-entropy on masked tokens (+ critic BCE when a critic is present)."""
+        """Training loss: MaskGit cross-entropy on masked tokens (+ critic BCE when a critic is present and
+        `train_critic`; False skips the critic's pass, e.g. to train it on every k-th step only)."""
         if exists(video_codebook_ids):
             ids = video_codebook_ids
             self.cvivit._check_ids(ids)
@@ -338,7 +340,7 @@ class Phenaki(ConfigMixin, nn.Module):
         maskgit_loss = self.maskgit.masked_loss(logits, ids, masked)
         loss, breakdown = maskgit_loss, {"maskgit": maskgit_loss.detach()}
 
-        if exists(self.critic):
+        if exists(self.critic) and train_critic:
             critic_loss = critic_bce_loss(
                 self.critic,
                 ids,

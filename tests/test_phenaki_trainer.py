@@ -539,3 +539,36 @@ def test_cosine_schedule_reaches_its_floor_at_the_last_step_and_survives_a_resum
     assert lrs(second) == pytest.approx(lrs(straight))
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         PhenakiTrainer(build_phenaki(), dataset=synthetic(4), lr_schedule="exp", results_folder=tmp_path / "x")
+
+
+# ---------------------------------------------------------------------------------------------- critic_every
+
+
+def test_critic_every_trains_the_critic_on_every_kth_step_only_and_resumes_on_its_cycle(tmp_path):
+    def trainer(results, **overrides):
+        return make_resume_trainer(results, critic_every=3, save_results_every=10**6, **overrides)
+
+    straight = trainer(tmp_path / "straight")
+    critic, maskgit = straight.unwrapped_model.critic, straight.unwrapped_model.maskgit
+    trained = []
+    for _ in range(6):
+        critic_before, maskgit_before = clone_state(critic), clone_state(maskgit)
+        logs = straight.train_step()
+        critic_moved = any(not torch.equal(v, critic.state_dict()[k]) for k, v in critic_before.items())
+        assert any(not torch.equal(v, maskgit.state_dict()[k]) for k, v in maskgit_before.items())  # every step
+        assert critic_moved == ("critic_loss" in logs)  # a step that skips the critic leaves it exactly as it was
+        trained.append(critic_moved)
+    assert trained == [True, False, False, True, False, False]
+    assert straight.hparams()["critic_every"] == 3
+
+    first = trainer(tmp_path / "resumed")
+    for _ in range(4):
+        first.train_step()
+    first.save()
+    second = trainer(tmp_path / "resumed", resume=True, model_seed=99)
+    for _ in range(2):
+        assert "critic_loss" not in second.train_step()  # steps 4 and 5: still off the critic's cycle
+    final = second.unwrapped_model.state_dict()
+    assert all(torch.equal(v, final[k]) for k, v in straight.unwrapped_model.state_dict().items())
+    with pytest.raises(ValueError, match="critic_every"):
+        PhenakiTrainer(build_phenaki(critic=True), dataset=synthetic(4), critic_every=0, results_folder=tmp_path / "x")

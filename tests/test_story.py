@@ -26,7 +26,8 @@ def record_calls(phenaki, monkeypatch):
 
 def test_story_longer_than_one_window(phenaki, monkeypatch):
     calls = record_calls(phenaki, monkeypatch)
-    story = sample_story(phenaki, [("a red square", 40), ("a blue circle", 37)], window_frames=9, prime_frames=3, steps=2, show_progress=False)
+    story = sample_story(phenaki, [("a red square", 40), ("a blue circle", 37)], window_frames=9, prime_frames=3, steps=2,
+                         show_progress=False, prime_with="frames")  # the frames passed as context are checked
     assert story.video.shape == (1, 3, 77, 16, 16)
     assert [(s.start, s.end) for s in story.scenes] == [(0, 40), (40, 77)]
     assert len(calls) > 2  # many windows, each within max_seq_len
@@ -56,7 +57,8 @@ def test_story_far_beyond_max_seq_len_in_one_call(phenaki):
 def test_scene_boundaries_keep_primed_frames_exactly(phenaki, monkeypatch):
     """Frames already made are never rewritten: the video so far is a prefix of the final video."""
     calls = record_calls(phenaki, monkeypatch)
-    story = sample_story(phenaki, [("a", 5), ("b", 4), ("c", 6)], prime_frames=3, steps=2, show_progress=False)
+    story = sample_story(phenaki, [("a", 5), ("b", 4), ("c", 6)], prime_frames=3, steps=2, show_progress=False,
+                         prime_with="frames")  # each call returns the video alone
     pieces, scene_remaining = [], [5, 4, 6]
     for _, out in calls:
         kept = out[:, :, : scene_remaining[0]]
@@ -102,7 +104,8 @@ def test_streamed_story_keeps_only_the_context(phenaki, monkeypatch):
     """With a sink, each window is primed from a small copy of the last frames, never from a view of a
     bigger tensor that would keep the whole video alive."""
     calls = record_calls(phenaki, monkeypatch)
-    sample_story(phenaki, [("a", 30)], window_frames=9, prime_frames=3, steps=1, show_progress=False, frame_sink=lambda c: None)
+    sample_story(phenaki, [("a", 30)], window_frames=9, prime_frames=3, steps=1, show_progress=False, frame_sink=lambda c: None,
+                 prime_with="frames")  # the primed frames handed to sample are checked
     primes = [kwargs["prime_frames"] for kwargs, _ in calls if kwargs.get("prime_frames") is not None]
     assert primes and all(p.shape[2] == 3 and p.untyped_storage().nbytes() <= p.numel() * p.element_size() for p in primes)
 

@@ -64,13 +64,14 @@ class PhenakiTrainer(BaseTrainer):
     `num_frames` (1 with `train_on_images`) and the tokenizer's image size. The kind is told by the item keys.
 
     One AdamW with two parameter groups: MaskGit (`lr`, default 1e-3) and the critic (`critic_lr`, default `lr`).
-    `critic_every=k` trains the critic on every k-th step only (its pass is about a third of a step with the
-    benchmark's 2-layer critic beside a 4-layer MaskGit), giving MaskGit more steps in a fixed time.
     The default was 3e-4 before; 1e-3 reached three times the shape accuracy in the same 20-minute budget on the
     glyph benchmark, and trained a MaskGit of the README's size (dim 512, depth 8, batch 4) as well as 3e-4 over the
     200 steps tried, with no sign of instability (qk-norm and clipping at `max_grad_norm` 0.5). The loss is Phenaki's
     total (MaskGit cross-entropy + weighted critic BCE), so one backward pass trains both and both parts are
-    logged. The tokenizer stays frozen. Every `save_results_every` steps the (EMA) model is evaluated on the
+    logged. `critic_every=k` trains the critic on every k-th step only (its pass is about a third of a step with
+    the glyph benchmark's 2-layer critic beside a 4-layer MaskGit), giving MaskGit more steps in a fixed time; the
+    logged `loss` then includes the critic's on those steps only (`maskgit_loss` is every step's). The tokenizer
+    stays frozen. Every `save_results_every` steps the (EMA) model is evaluated on the
     held-out split and samples a GIF for the sample texts with a seeded generator, so samples are comparable
     across steps; neither changes the training randomness.
     """

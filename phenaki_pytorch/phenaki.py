@@ -76,7 +76,7 @@ def critic_bce_loss(
     **critic_kwargs,
 ) -> Tensor:
     """Fill the masked positions with samples from the (detached) generator logits and train the critic on
-    the completed sequence.
+    the completed sequence. `generator_logits` (b, n, vocab), or (m, vocab) at the masked positions only.
 
     - `objective="sampled"` (Token-Critic, the default): over every valid position, label 1 where the token
       was drawn by the generator (a masked position) and 0 where it is original. At sampling time the critic
@@ -88,8 +88,8 @@ def critic_bce_loss(
     """
     if objective not in CRITIC_OBJECTIVES:
         raise ValueError(f"critic objective must be one of {CRITIC_OBJECTIVES}, got {objective!r}")
-    sampled = gumbel_sample(generator_logits.detach().float(), temperature, generator)
-    filled = torch.where(masked, sampled, target_ids)
+    at_masked = generator_logits if generator_logits.ndim == 2 else generator_logits[masked]
+    filled = target_ids.masked_scatter(masked, gumbel_sample(at_masked.detach().float(), temperature, generator))
     critic_logits = critic(filled, **critic_kwargs)
     if objective == "errors":
         scored, labels = masked, (filled != target_ids).float()
@@ -144,7 +144,7 @@ class CriticTrainer(nn.Module):
         inputs = video_codes.masked_fill(masked, self.maskgit.mask_id)
         cond = dict(text_embeds=text_embeds, text_mask=text_mask, video_patch_shape=video_patch_shape, video_mask=video_mask)
         with torch.no_grad():
-            logits = self.maskgit(inputs, cond_drop_prob=0.0, **cond)
+            logits = self.maskgit(inputs, cond_drop_prob=0.0, logits_at=masked, **cond)
         return critic_bce_loss(
             self.critic,
             video_codes,
@@ -336,7 +336,7 @@ class Phenaki(ConfigMixin, nn.Module):
         inputs = ids.masked_fill(masked, self.maskgit.mask_id)
 
         cond = dict(text_embeds=text_embeds, text_mask=text_mask, video_patch_shape=(h, w), video_mask=token_valid)
-        logits = self.maskgit(inputs, cond_drop_prob=cond_drop_prob, **cond)
+        logits = self.maskgit(inputs, cond_drop_prob=cond_drop_prob, logits_at=masked, **cond)  # (m, vocab)
         maskgit_loss = self.maskgit.masked_loss(logits, ids, masked)
         loss, breakdown = maskgit_loss, {"maskgit": maskgit_loss.detach()}
 

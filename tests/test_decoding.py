@@ -118,7 +118,7 @@ def test_critic_objective_scores_every_valid_position():
     paper = CriticTrainer(maskgit=maskgit, critic=ConstantCritic())(codes, generator=torch.Generator().manual_seed(0))
     errors = CriticTrainer(maskgit=maskgit, critic=ConstantCritic(), objective="errors")(
         codes, generator=torch.Generator().manual_seed(0))
-    assert errors.item() < 0.1
+    assert errors.item() < 0.2  # expected ~0.08: a draw matches the real token 1 time in 64
     assert paper.item() > 1.0
 
     # closed form on a fixed mask: BCE(4, 1) on masked, BCE(4, 0) on unmasked, padding not scored

@@ -27,6 +27,28 @@ def test_maskgit_logits_shape_and_mask_token():
     assert logits.shape == (2, 32, 64)
 
 
+@pytest.mark.parametrize("tie_embeddings", [False, True])
+def test_logits_at_gives_the_full_logits_at_those_positions_and_the_same_loss(tie_embeddings):
+    """Training takes logits at the masked positions only; they, the loss and its gradient must equal the
+    full computation's."""
+    maskgit = tiny_maskgit(tie_embeddings=tie_embeddings).eval()
+    ids = torch.randint(0, 64, (2, 32), generator=torch.Generator().manual_seed(0))
+    masked = torch.rand(2, 32, generator=torch.Generator().manual_seed(1)) < 0.5
+    inputs, text = ids.masked_fill(masked, maskgit.mask_id), torch.randn(2, 5, TEXT_DIM)
+    full = maskgit(inputs, text_embeds=text, video_patch_shape=(2, 4))
+    picked = maskgit(inputs, text_embeds=text, video_patch_shape=(2, 4), logits_at=masked)
+    assert picked.shape == (int(masked.sum()), 64)
+    torch.testing.assert_close(picked, full[masked])
+    grads = []
+    for logits in (full, picked):
+        maskgit.zero_grad()
+        maskgit.masked_loss(logits, ids, masked).backward(retain_graph=True)
+        grads.append(maskgit.trunk.token_emb.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
+    with pytest.raises(ValueError, match="logits_at"):
+        maskgit(inputs, text_embeds=text, video_patch_shape=(2, 4), logits_at=masked[:, :8])
+
+
 def test_text_conditioning_matters_and_null_text_is_the_dropped_branch():
     torch.manual_seed(0)
     maskgit = tiny_maskgit().eval()

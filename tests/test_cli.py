@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -116,10 +117,12 @@ def test_train_tokenizer_then_train_then_sample(tmp_path, tiny_t5_dir):
     code = main([
         "train", "--tokenizer", str(tokenizer_results / "tokenizer"), "--data", "synthetic", "--synthetic-samples", "8",
         "--frames", "5", "--text-encoder", tiny_t5_dir, "--dim", "32", "--depth", "1", "--heads", "2",
-        "--dim-head", "16", "--critic", "token", "--steps", "3", "--batch-size", "2", "--results", str(phenaki_results),
-        "--sample-every", "3",
+        "--dim-head", "16", "--critic", "token", "--critic-every", "3", "--steps", "3", "--batch-size", "2",
+        "--results", str(phenaki_results), "--sample-every", "3",
     ])
     assert code == 0
+    logs = [json.loads(line) for line in (phenaki_results / "metrics.jsonl").read_text().splitlines()]
+    assert ["critic_loss" in entry for entry in logs if "loss" in entry] == [True, False, False]  # --critic-every 3
     out = tmp_path / "sample.gif"
     code = main(["sample", "--checkpoint", str(phenaki_results / "phenaki"), "a red square moving left",
                  "--frames", "5", "--steps", "2", "--out", str(out)])
@@ -179,6 +182,9 @@ def test_lr_schedule_flags_reach_the_trainer_and_default_to_its_own():
         assert defaults["lr_min_ratio"] == signature["lr_min_ratio"].default
         chosen = _trainer_kwargs(parser.parse_args([*command, "--lr-schedule", "cosine", "--lr-min-ratio", "0.05"]))
         assert (chosen["lr_schedule"], chosen["lr_min_ratio"]) == ("cosine", 0.05)
+    train = parser.parse_args(["train", "--tokenizer", "tok/"])
+    assert train.critic_every == inspect.signature(PhenakiTrainer).parameters["critic_every"].default
+    assert parser.parse_args(["train", "--tokenizer", "tok/", "--critic-every", "3"]).critic_every == 3
     action = next(a for a in parser._subparsers._group_actions[0].choices["train"]._actions
                   if a.dest == "lr_schedule")
     assert tuple(action.choices) == LR_SCHEDULES  # the flag offers exactly what the trainers accept

@@ -205,6 +205,7 @@ def test_phenaki_trainer_skips_a_nan_critic_and_stops_when_it_persists(tmp_path)
     trainer = PhenakiTrainer(
         phenaki,
         dataset=PoisonedClips(poisoned=(), captions=True),
+        critic_every=1,  # the critic runs on every step, so each poisoned step reaches it
         batch_size=BATCH,
         num_train_steps=10,
         valid_frac=0.0,

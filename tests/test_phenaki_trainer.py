@@ -85,8 +85,11 @@ def test_training_reduces_the_maskgit_loss_and_logs_both_parts(trained):
     assert [entry["step"] for entry in logs] == list(range(1, 41))
     ok, first, last = falls([entry["maskgit_loss"] for entry in logs])
     assert ok, (first, last)
+    # the default critic_every=2 trains the critic on updates 0, 2, 4, ... (logged as steps 1, 3, 5, ...)
+    assert [entry["step"] for entry in logs if "critic_loss" in entry] == list(range(1, 41, 2))
     for entry in logs:
-        assert entry["loss"] == pytest.approx(entry["maskgit_loss"] + entry["critic_loss"], rel=1e-5)
+        critic = entry.get("critic_loss", 0.0)
+        assert entry["loss"] == pytest.approx(entry["maskgit_loss"] + critic, rel=1e-5)
     assert all(key in logs[-1] for key in ("grad_norm", "lr", "critic_lr"))
     valid = [entry for entry in logs if "valid_loss" in entry]
     assert [entry["step"] for entry in valid] == [20, 40]
@@ -158,7 +161,7 @@ def test_self_token_critic_trains_its_head(tmp_path):
     cvivit = clone_state(phenaki.cvivit)
     trainer = PhenakiTrainer(phenaki, dataset=synthetic(8), batch_size=2, lr=1e-3, results_folder=tmp_path)
     logs = [trainer.train_step() for _ in range(5)]
-    assert all("critic_loss" in entry for entry in logs)
+    assert ["critic_loss" in entry for entry in logs] == [True, False, True, False, True]  # critic_every=2
     groups = trainer.optimizers["phenaki"].param_groups
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in phenaki.critic.to_logits.parameters()}
     assert all(not torch.equal(v, head[k]) for k, v in phenaki.critic.state_dict().items())
@@ -197,7 +200,8 @@ def test_training_from_pretokenized_ids(tmp_path):
     logs = read_logs(tmp_path / "results")
     ok, first, last = falls([entry["maskgit_loss"] for entry in logs])
     assert ok, (first, last)
-    assert "valid_loss" in logs[-1] and "critic_loss" in logs[-1]
+    assert "valid_loss" in logs[-1] and "valid_critic_loss" in logs[-1]
+    assert sum("critic_loss" in entry for entry in logs) == 20  # every other step (critic_every=2)
     # without sample texts the held-out captions are sampled, from their stored embeddings
     captions = (tmp_path / "results" / "samples" / "step-00000040.txt").read_text().splitlines()
     held_out = {dataset[i]["text"] for i in trainer.valid_indices}

@@ -105,6 +105,9 @@ def register(sub) -> None:
     train.add_argument("--dim-head", type=positive_int, default=32)
     train.add_argument("--cond-drop-prob", type=probability, default=0.25)
     train.add_argument("--critic", choices=("none", "token", "self"), default="none", help="token critic to train too")
+    train.add_argument(
+        "--critic-every", type=positive_int, default=2, help="train the critic on every k-th step only (default 2)"
+    )
     train.add_argument("--sample-texts", default=None, help="file with one caption per line, sampled every --sample-every")
     _trainer_flags(train, "results/phenaki", default_lr=1e-3)  # PhenakiTrainer's default
     train.set_defaults(func=cmd_train)
@@ -277,6 +280,7 @@ def cmd_train(args) -> int:
         num_frames=args.frames,
         train_num_steps=args.steps,
         sample_texts_file_path=args.sample_texts,
+        critic_every=args.critic_every,
         **trainer_kwargs(args),
     )
     _resume(trainer, args)

@@ -92,7 +92,7 @@ class PhenakiTrainer(BaseTrainer):
         num_train_steps: int | None = None,
         lr: float = 1e-3,
         critic_lr: float | None = None,
-        critic_every: int = 1,
+        critic_every: int = 2,
         wd: float = 0.0,
         lr_warmup_steps: int = 0,
         lr_schedule: str = "constant",

@@ -30,7 +30,15 @@ from pathlib import Path
 import torch
 
 from phenaki_pytorch import CViViT, MaskGit, MaskGitScheduler, Phenaki, TokenCritic
-from phenaki_pytorch.data import PretokenizedDataset, glyph_benchmark_splits, pretokenize, save_image, video_grid
+from phenaki_pytorch.data import (
+    GLYPH_HELD_OUT,
+    PretokenizedDataset,
+    SyntheticGlyphVideos,
+    glyph_benchmark_splits,
+    pretokenize,
+    save_image,
+    video_grid,
+)
 from phenaki_pytorch.evaluation import judge_prompt_samples, train_shape_probe
 from phenaki_pytorch.text import hashed_word_encoder
 from phenaki_pytorch.training import PhenakiTrainer
@@ -62,6 +70,8 @@ def stage2_args(parser):
     group.add_argument("--all-prompts", action="store_true", help="all 156 seen pairings (default: 60 of them)")
     group.add_argument("--save-phenaki", type=str, default=None)
     group.add_argument("--story", action="store_true", help="also measure jumps at scene cuts of sampled stories")
+    group.add_argument("--scene-cut-prob", type=float, default=0.0,
+                       help="share of training clips that are two scenes (SyntheticGlyphVideos(scene_cut_prob=...))")
     group.add_argument("--load-phenaki", type=str, default=None, help="skip training: judge this saved Phenaki")
 
 
@@ -110,13 +120,24 @@ def grid_picture(real, samples, prompts, path, count=12):
 
 
 # first scenes of 9 frames (1 + 4 * temporal patch): no window is cut short, so prime_with="tokens" carries ids at
-# every cut instead of falling back to frames at the first
-STORIES = [
+# every cut instead of falling back to frames at the first. A glyph travels 12 px per 8 frames in a 32 px frame
+# and is 13-14 px wide, so it cannot travel one way for two scenes (24 px) without leaving the frame.
+# "one-way" stories ask exactly that (two scenes in one direction): a glyph that stays in frame must jump back.
+ONE_WAY_STORIES = [
     [("a red ring moving right", 9), ("a red ring moving down", 8), ("a blue ring moving down", 8)],
     [("a green cross moving left", 9), ("a green cross moving up", 8), ("a green square moving up", 8)],
     [("a yellow triangle moving down", 9), ("a magenta triangle moving down", 8), ("a magenta bar moving right", 8)],
     [("a cyan ell moving up", 9), ("a cyan ell moving left", 8), ("a red ell moving left", 8)],
 ]
+# "back-and-forth" stories reverse the direction at every cut, so every scene fits in the frame wherever the first
+# one put the glyph: a cut need not move it at all. Seen pairings only.
+BACK_AND_FORTH_STORIES = [
+    [("a red square moving right", 9), ("a red square moving left", 8), ("a blue square moving right", 8)],
+    [("a green cross moving up", 9), ("a green cross moving down", 8), ("a green ring moving up", 8)],
+    [("a yellow triangle moving left", 9), ("a cyan triangle moving right", 8), ("a cyan ring moving left", 8)],
+    [("a cyan ell moving down", 9), ("a cyan ell moving up", 8), ("a red ell moving down", 8)],
+]
+STORY_SETS = {"back-and-forth": BACK_AND_FORTH_STORIES, "one-way": ONE_WAY_STORIES}
 
 
 @torch.no_grad()
@@ -151,32 +172,36 @@ def masked_foreground_ce(phenaki, probe_tokens, ratio=0.5, seed=0):
 
 @torch.no_grad()
 def story_jumps(phenaki, seed, out):
-    """Centroid jump at scene cuts against the motion inside scenes, for a few primed-frame counts."""
+    """Centroid jump at scene cuts against the motion inside scenes, for each story set and a few primed-frame
+    counts."""
     from phenaki_pytorch.evaluation import scene_cut_jumps
     from phenaki_pytorch.story import sample_story
 
     rows = {}
-    for prime, prime_with in ((1, "frames"), (5, "frames"), (5, "tokens"), (7, "frames"), (7, "tokens")):
-        jumps, motions, videos = [], [], []
-        for index, scenes in enumerate(STORIES):
-            story = sample_story(phenaki, scenes, prime_frames=prime, prime_with=prime_with, show_progress=False,
-                                 generator=torch.Generator().manual_seed(seed + index))
-            report = scene_cut_jumps(story.video[0], [scene.start for scene in story.scenes])
-            jumps.append(report.jump)
-            motions.append(report.motion)
-            videos.append(story.video)
-        jump = sum(jumps) / len(jumps)
-        motion = sum(motions) / len(motions)
-        rows[f"{prime} {prime_with}"] = {"jump_px": round(jump, 2), "motion_px_per_frame": round(motion, 2),
-                                         "ratio": round(jump / motion, 2) if motion else None}
-        print(f"story, {prime} primed frames ({prime_with}): jump {jump:.2f} px at cuts, motion {motion:.2f} px/frame "
-              f"inside scenes, ratio {jump / max(motion, 1e-6):.2f}", flush=True)
-        if prime == 5:
-            strip = torch.cat(videos)  # (stories, 3, f, h, w): every other frame side by side
-            tiles = torch.cat(list(strip[:, :, ::2].unbind(2)), dim=-1).unsqueeze(2)
-            grid = video_grid(tiles, nrow=1, padding=2, pad_value=1.0)
-            grid = torch.nn.functional.interpolate(grid[:, 0][None], scale_factor=3, mode="nearest")[0]
-            save_image(grid, out / f"stories_{prime_with}.png")
+    for set_name, stories in STORY_SETS.items():
+        for prime, prime_with in ((1, "frames"), (5, "frames"), (5, "tokens"), (7, "frames"), (7, "tokens")):
+            jumps, motions, videos = [], [], []
+            for index, scenes in enumerate(stories):
+                story = sample_story(phenaki, scenes, prime_frames=prime, prime_with=prime_with, show_progress=False,
+                                     generator=torch.Generator().manual_seed(seed + index))
+                report = scene_cut_jumps(story.video[0], [scene.start for scene in story.scenes])
+                jumps.append(report.jump)
+                motions.append(report.motion)
+                videos.append(story.video)
+            jump = sum(jumps) / len(jumps)
+            motion = sum(motions) / len(motions)
+            rows[f"{set_name}, {prime} {prime_with}"] = {
+                "jump_px": round(jump, 2), "motion_px_per_frame": round(motion, 2),
+                "ratio": round(jump / motion, 2) if motion else None,
+            }
+            print(f"{set_name} stories, {prime} primed frames ({prime_with}): jump {jump:.2f} px at cuts, motion "
+                  f"{motion:.2f} px/frame inside scenes, ratio {jump / max(motion, 1e-6):.2f}", flush=True)
+            if prime == 5:
+                strip = torch.cat(videos)  # (stories, 3, f, h, w): every other frame side by side
+                tiles = torch.cat(list(strip[:, :, ::2].unbind(2)), dim=-1).unsqueeze(2)
+                grid = video_grid(tiles, nrow=1, padding=2, pad_value=1.0)
+                grid = torch.nn.functional.interpolate(grid[:, 0][None], scale_factor=3, mode="nearest")[0]
+                save_image(grid, out / f"stories_{set_name}_{prime_with}.png")
     return rows
 
 
@@ -224,8 +249,12 @@ def stage2(args, cvivit=None):
         if args.s2_steps is None and args.s2_minutes is None:
             raise SystemExit("stage 2: give --s2-steps, --s2-minutes or both")
         started = time.perf_counter()
+        train_set = splits.train
+        if args.scene_cut_prob:  # the same clips and seed, a share of them cut into two scenes; the probe keeps its own
+            train_set = SyntheticGlyphVideos(args.train_clips, exclude=GLYPH_HELD_OUT, seed=args.seed,
+                                             scene_cut_prob=args.scene_cut_prob)
         tokens_dir = pretokenize(
-            splits.train, cvivit, tempfile.mkdtemp(prefix="quality-tokens-"), text_encoder=text_encoder,
+            train_set, cvivit, tempfile.mkdtemp(prefix="quality-tokens-"), text_encoder=text_encoder,
             batch_size=64, show_progress=False,
         )
         dataset = PretokenizedDataset(tokens_dir)
@@ -249,6 +278,7 @@ def stage2(args, cvivit=None):
             **trainer_kwargs,
         )
         results.update(configs=configs, trainer=trainer_kwargs, phenaki_options=json.loads(args.phenaki),
+                       scene_cut_prob=args.scene_cut_prob,
                        batch_size=args.s2_batch_size, tokenize_seconds=round(tokenize_seconds, 1))
         deadline = start = time.perf_counter()
         deadline += args.s2_minutes * 60 if args.s2_minutes else float("inf")

@@ -180,6 +180,7 @@ class Phenaki(ConfigMixin, nn.Module):
         sample_temperature_rule: str = "constant",
         mask_schedule: str = "cosine",
         t5_name: str | None = None,
+        continuation_prob: float = 0.0,
     ):
         super().__init__()
         if maskgit.num_tokens != cvivit.codebook_size:
@@ -215,6 +216,9 @@ class Phenaki(ConfigMixin, nn.Module):
         self.critic_objective = critic_objective
         self.sample_temperature_rule = sample_temperature_rule
         self.mask_schedule = mask_schedule
+        if not 0.0 <= continuation_prob <= 1.0:
+            raise ValueError(f"continuation_prob must lie in [0, 1], got {continuation_prob}")
+        self.continuation_prob = continuation_prob
         self.make_scheduler()  # bad schedule names fail here, not at the first sample
 
     # ------------------------------------------------------------------ plumbing
@@ -299,9 +303,16 @@ class Phenaki(ConfigMixin, nn.Module):
         generator: torch.Generator | None = None,
         return_loss_breakdown: bool = False,
         train_critic: bool = True,
+        prime_frames: Tensor | Sequence[int] | int | None = None,
     ):
         """Training loss: MaskGit cross-entropy on masked tokens (+ critic BCE when a critic is present and
-        `train_critic`; False skips the critic's pass, e.g. to train it on every k-th step only)."""
+        `train_critic`; False skips the critic's pass, e.g. to train it on every k-th step only).
+
+        `prime_frames` (an int or one per clip, 0 for none; each 1 + k * temporal_patch_size and shorter than
+        the clip) marks each clip's first frames as context, as `sample(prime_frames=...)` gives it: their tokens
+        are never masked and carry no loss. A clip whose caption describes only its frames after a scene cut
+        trains the model to continue a video under a new prompt, as `sample_story` asks it to.
+        """
         if exists(video_codebook_ids):
             ids = video_codebook_ids
             self.cvivit._check_ids(ids)
@@ -332,7 +343,8 @@ class Phenaki(ConfigMixin, nn.Module):
         ids = rearrange(ids, "b t h w -> b (t h w)")
         text_embeds, text_mask = self._text_condition(texts, text_embeds, text_mask, b)
         valid = token_valid if exists(token_valid) else torch.ones_like(ids, dtype=torch.bool)
-        masked = random_training_mask(valid, generator)
+        kept = self._kept_token_frames(prime_frames, b, t, ids.device)
+        masked = random_training_mask(self._maskable_in_training(valid, t, h * w, generator, kept), generator)
         inputs = ids.masked_fill(masked, self.maskgit.mask_id)
 
         cond = dict(text_embeds=text_embeds, text_mask=text_mask, video_patch_shape=(h, w), video_mask=token_valid)
@@ -355,6 +367,49 @@ class Phenaki(ConfigMixin, nn.Module):
             loss = loss + self.critic_loss_weight * critic_loss
 
         return (loss, breakdown) if return_loss_breakdown else loss
+
+    def _kept_token_frames(self, prime_frames, batch: int, token_frames: int, device) -> Tensor | None:
+        """`forward`'s prime_frames as token frames per clip (b,) long, checked; None when there are none."""
+        if prime_frames is None:
+            return None
+        frames = torch.as_tensor(prime_frames, dtype=torch.long).flatten().cpu()
+        if frames.numel() == 1:
+            frames = frames.expand(batch)
+        clip = self.cvivit.num_video_frames(token_frames)
+        tp = self.cvivit.temporal_patch_size
+        bad = (frames < 0) | (frames >= clip) | ((frames > 0) & ((frames - 1) % tp != 0))
+        if frames.numel() != batch or bad.any():
+            raise ValueError(
+                f"prime_frames must be 0 or 1 + k * {tp} frames below the clip's {clip}, one per clip ({batch}) or "
+                f"one for all, got {frames.tolist()}"
+            )
+        kept = torch.where(frames > 0, 1 + (frames - 1) // tp, 0)
+        return kept.to(device) if bool(kept.any()) else None
+
+    def _maskable_in_training(
+        self,
+        valid: Tensor,
+        token_frames: int,
+        tokens_per_frame: int,
+        generator: torch.Generator | None,
+        kept: Tensor | None = None,
+    ) -> Tensor:
+        """The tokens the training mask may pick: the valid ones after each clip's kept prefix of `kept` (b,)
+        token frames (`forward(prime_frames=...)`). In training, a `continuation_prob` share of the clips without
+        one keep their first 1 .. t - 1 token frames (uniform) whole, as a primed video is kept when
+        `sample(prime_frames=...)` continues it."""
+        b, device = valid.shape[0], valid.device
+        if self.training and self.continuation_prob > 0.0 and token_frames > 1:
+            rows = torch.rand(b, generator=generator, device=device) < self.continuation_prob
+            drawn = torch.randint(1, token_frames, (b,), generator=generator, device=device)
+            drawn = torch.where(rows, drawn, 0)
+            kept = drawn if kept is None else torch.where(kept > 0, kept, drawn)
+        if kept is None:
+            return valid
+        frame = torch.arange(valid.shape[1], device=device) // tokens_per_frame
+        maskable = valid & (frame[None] >= kept[:, None])
+        # a clip whose valid tokens all lie in the kept prefix (padding) trains as usual
+        return torch.where(maskable.any(dim=-1, keepdim=True), maskable, valid)
 
     # ------------------------------------------------------------------ sampling
 

@@ -127,6 +127,51 @@ def test_glyph_items_are_deterministic_and_labelled():
     assert "shape" not in SyntheticCaptionedVideos(4)[0]  # the original set keeps its item keys
 
 
+def test_scene_cut_clips_change_one_attribute_and_continue_the_path():
+    """Two-scene clips: the caption describes the frames from the cut on; before it the same path shows one
+    other attribute, from the dataset's own (not held-out) pairings; the glyph moves on at the same speed
+    through the cut and stays in the frame."""
+    data = SyntheticGlyphVideos(120, exclude=GLYPH_HELD_OUT, scene_cut_prob=0.5, seed=3)
+    plain = SyntheticGlyphVideos(120, exclude=GLYPH_HELD_OUT, seed=3)
+    allowed = set(data.combinations)
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    cuts, kinds = set(), set()
+    for i in range(len(data)):
+        item = data[i]
+        if not item["prime_frames"]:
+            assert torch.equal(item["video"], plain[i]["video"])  # single scenes render as without cuts
+            continue
+        frames = item["prime_frames"]
+        cuts.add(frames)
+        first, second = data.parse_caption(item["context_text"]), data.parse_caption(item["text"])
+        assert first in allowed and second == (item["color"], item["shape"], item["direction"])
+        changed = [a for a in range(3) if first[a] != second[a]]
+        assert len(changed) == 1
+        kinds.add(changed[0])
+        cover = coverage(item["video"])
+        total = cover.sum((1, 2))
+        path = torch.stack([(cover * xs).sum((1, 2)) / total, (cover * ys).sum((1, 2)) / total], dim=-1)
+        steps = path[1:] - path[:-1]
+        # each scene moves its own way at 1.5 px a frame (a shape change shifts the centroid a little at the cut)
+        for (lo, hi), direction in (((0, frames - 1), first[2]), ((frames, 8), second[2])):
+            dx, dy = DIRECTIONS[direction]
+            if hi > lo:
+                mean = steps[lo:hi].mean(dim=0)
+                assert abs(float(mean[0]) - 1.5 * dx) < 0.3 and abs(float(mean[1]) - 1.5 * dy) < 0.3, item["text"]
+        # no jump at the cut: one frame's motion (a shape change moves the centroid: the ell's sits off its centre)
+        limit = 4.5 if changed == [1] else 2.0
+        assert float(steps[frames - 1].norm()) < limit, (item["context_text"], item["text"])
+        assert float(total.min()) > 0.97 * float(total.max())  # equal-area glyphs, none clipped by the frame
+    assert cuts == {3, 5, 7} and kinds == {0, 1, 2}
+    batch = collate_videos([data[i] for i in range(4)])
+    assert batch["prime_frames"] == [data[i]["prime_frames"] for i in range(4)]
+    assert "prime_frames" not in plain[0]
+    with pytest.raises(ValueError, match="scene_cut_prob"):
+        SyntheticGlyphVideos(4, scene_cut_prob=2.0)
+    with pytest.raises(ValueError, match="scene_cut_frames"):
+        SyntheticGlyphVideos(4, scene_cut_prob=0.5, scene_cut_frames=(9,))
+
+
 def test_original_synthetic_set_renders_exactly_as_before():
     """Golden digest computed with the code before the glyph benchmark existed (hard edges, box geometry)."""
     data = SyntheticCaptionedVideos(64, shapes=SHAPES[:5], seed=3)

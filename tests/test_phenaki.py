@@ -197,6 +197,57 @@ def test_critic_loss_is_included_and_trains_the_critic():
     assert all(p.grad is not None for p in phenaki.critic.parameters())
 
 
+def test_continuation_training_keeps_a_whole_prefix_of_token_frames_unmasked():
+    """continuation_prob=1: every training clip keeps its first 1 .. t-1 token frames whole (as primed tokens are
+    at sampling) and masks only after them; at 0 (the default) and in eval the mask may fall anywhere."""
+    torch.manual_seed(0)
+    phenaki = tiny_phenaki(continuation_prob=1.0)
+    h, w = phenaki._patch_shape()
+    seen = []
+    phenaki.maskgit.register_forward_hook(lambda module, args, output: seen.append(args[0].clone()))
+    ids = torch.randint(0, 64, (64, 3, h, w))
+    phenaki.train()
+    phenaki(video_codebook_ids=ids, texts=["a"] * 64, generator=torch.Generator().manual_seed(0))
+    masked = (seen[-1] == phenaki.maskgit.mask_id).view(64, 3, h * w)
+    whole = ~masked.any(dim=-1)  # (b, t): token frames without a masked token
+    kept = whole.int().cumprod(dim=-1).sum(dim=-1)  # length of each clip's unmasked prefix
+    assert kept.min() >= 1 and masked.view(64, -1).any(dim=-1).all()  # a prefix kept, something left to learn
+    assert set(kept.tolist()) >= {1, 2}  # both prefix lengths drawn
+    maskable = phenaki._maskable_in_training(torch.ones(64, 3 * h * w, dtype=torch.bool), 3, h * w, None)
+    assert not maskable[:, : h * w].any() and maskable[:, -h * w :].all()
+
+    plain = tiny_phenaki()
+    plain.train()
+    everywhere = plain._maskable_in_training(torch.ones(4, 12, dtype=torch.bool), 3, 4, None)
+    assert everywhere.all()
+    phenaki.eval()
+    assert phenaki._maskable_in_training(torch.ones(4, 12, dtype=torch.bool), 3, 4, None).all()
+    with pytest.raises(ValueError, match="continuation_prob"):
+        tiny_phenaki(continuation_prob=1.5)
+
+
+def test_forward_prime_frames_keep_each_clips_context_unmasked_and_out_of_the_loss():
+    torch.manual_seed(0)
+    phenaki = tiny_phenaki()
+    h, w = phenaki._patch_shape()
+    seen = []
+    phenaki.maskgit.register_forward_hook(lambda module, args, output: seen.append(args[0].clone()))
+    ids = torch.randint(0, 64, (32, 3, h, w))
+    primes = [0, 1, 3, 3] * 8  # 5-frame clips: 0 (none), 1 frame (1 token frame), 3 frames (2 token frames)
+    phenaki.train()
+    phenaki(video_codebook_ids=ids, texts=["a"] * 32, prime_frames=primes, generator=torch.Generator().manual_seed(0))
+    masked = (seen[-1] == phenaki.maskgit.mask_id).view(32, 3, h * w).any(dim=-1)  # (b, token frames)
+    rows = torch.tensor(primes)
+    assert not masked[rows == 1, 0].any() and not masked[rows == 3, :2].any()
+    assert masked[rows == 3, 2].all()  # all the masking falls after the context
+    assert masked[rows == 0, 0].any()  # clips without context are masked anywhere
+    # an int applies to every clip
+    phenaki(video_codebook_ids=ids, texts=["a"] * 32, prime_frames=3)
+    assert not (seen[-1] == phenaki.maskgit.mask_id).view(32, 3, h * w)[:, :2].any()
+    with pytest.raises(ValueError, match="prime_frames"):
+        phenaki(video_codebook_ids=ids, texts=["a"] * 32, prime_frames=[3, 3])  # one per clip or one for all
+
+
 def test_images_train_as_one_frame_videos():
     phenaki = tiny_phenaki()
     loss = phenaki(torch.rand(2, 3, 16, 16), ["a", "b"])

@@ -4,7 +4,8 @@ Stage-2 training then reads codebook ids and text embeddings instead of running
 C-ViViT and T5 every step. The output is a folder:
 
     tokens.safetensors   codebook_ids (N, t, h, w) int32, frame_mask (N, f) bool,
-                         text_index (N,) int64, text_embeds (U, L, D) float16, text_mask (U, L) bool
+                         text_index (N,) int64, text_embeds (U, L, D) float16, text_mask (U, L) bool,
+                         prime_frames (N,) int32 when the items carry "prime_frames" (scene cuts)
     meta.json            captions (U unique ones), shapes, the tokenizer's config
 
 Each distinct caption is encoded once (U <= N).
@@ -41,7 +42,7 @@ def pretokenize(
     device: str | torch.device | None = None,
     show_progress: bool = True,
 ) -> Path:
-    """Tokenize every item of `dataset` (dicts with "video", optional "frame_mask" and "text").
+    """Tokenize every item of `dataset` (dicts with "video", optional "frame_mask", "text" and "prime_frames").
 
     `text_encoder` is a TextEncoder (or anything with `encode(texts, device) -> (embeds, mask)`);
     without it captions are kept in meta.json but no embeddings are stored.
@@ -53,15 +54,18 @@ def pretokenize(
     cvivit.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_videos)
 
-    ids, masks, captions = [], [], []
+    ids, masks, captions, primes = [], [], [], []
     for batch in tqdm(loader, desc="tokenizing", disable=not show_progress):
         video = batch["video"].to(device)
         ids.append(cvivit.tokenize(video).to(torch.int32).cpu())
         masks.append(batch["frame_mask"].cpu())
         captions.extend(batch.get("text", [None] * video.shape[0]))
+        primes.extend(batch.get("prime_frames", [None] * video.shape[0]))
     cvivit.train(was_training)
 
     tensors: dict[str, Tensor] = {"codebook_ids": torch.cat(ids), "frame_mask": torch.cat(masks)}
+    if any(p is not None for p in primes):
+        tensors["prime_frames"] = torch.tensor([int(p or 0) for p in primes], dtype=torch.int32)
     unique: list[str] = []
     if all(c is not None for c in captions):
         index_of: dict[str, int] = {}
@@ -108,7 +112,8 @@ def _pad(t: Tensor, length: int) -> Tensor:
 
 class PretokenizedDataset(Dataset):
     """Reads a `pretokenize` folder. Items: {"codebook_ids" (t, h, w) long, "frame_mask" (f,) bool,
-    and, when captions were stored, "text" and (with embeddings) "text_embeds" (L, D) float, "text_mask" (L,)}."""
+    and, when captions were stored, "text" and (with embeddings) "text_embeds" (L, D) float, "text_mask" (L,);
+    "prime_frames" (int) when the tokenized items had it}."""
 
     def __init__(self, directory: str | Path):
         from safetensors.torch import load_file
@@ -132,6 +137,8 @@ class PretokenizedDataset(Dataset):
             "codebook_ids": self.tensors["codebook_ids"][index].long(),
             "frame_mask": self.tensors["frame_mask"][index],
         }
+        if "prime_frames" in self.tensors:
+            item["prime_frames"] = int(self.tensors["prime_frames"][index])
         if "text_index" in self.tensors:
             text_index = int(self.tensors["text_index"][index])
             item["text"] = self.captions[text_index]

@@ -225,6 +225,13 @@ class SyntheticCaptionedVideos(Dataset):
         antialias: ``k``: each pixel is sampled at ``k * k`` points (a rotated grid) and shows the colour in
             proportion to the points the shape covers (1 = hard edges, sampled at pixel centres).
         labels: add the ``"color"``, ``"shape"`` and ``"direction"`` names to every item.
+        scene_cut_prob: the share of items that are two scenes: the clip's caption (and labels) describe only
+            the frames from a cut on; before it the same glyph shows one other attribute (another direction,
+            colour or shape, drawn from the dataset's own combinations) and the path runs on unbroken through
+            the cut. Every item then has ``"prime_frames"``: the frames before the cut (0 for a single scene),
+            which ``Phenaki.forward`` keeps as context, so a model learns to continue a video under a new prompt.
+        scene_cut_frames: where cuts may fall (frames before the cut); default every 1 + 2k in [3, num_frames - 2],
+            the primed lengths a tokenizer with temporal patch 2 accepts.
     """
 
     @typechecked
@@ -246,6 +253,8 @@ class SyntheticCaptionedVideos(Dataset):
         equal_area: bool = False,
         antialias: int = 1,
         labels: bool = False,
+        scene_cut_prob: float = 0.0,
+        scene_cut_frames: Sequence[int] | None = None,
     ):
         check_positive_int("num_samples", num_samples)
         check_positive_int("num_frames", num_frames)
@@ -311,6 +320,19 @@ class SyntheticCaptionedVideos(Dataset):
         self.num_frames = num_frames
         self.image_size = image_size
         self.seed = seed
+
+        if not 0.0 <= scene_cut_prob <= 1.0:
+            raise ValueError(f"scene_cut_prob must lie in [0, 1], got {scene_cut_prob}")
+        if scene_cut_frames is None:
+            scene_cut_frames = tuple(range(3, num_frames - 1, 2))
+        cuts = tuple(int(c) for c in scene_cut_frames)
+        if any(not 1 <= c < num_frames for c in cuts) or (scene_cut_prob > 0 and not cuts):
+            raise ValueError(
+                f"scene_cut_frames must be frame counts in [1, {num_frames - 1}] (at least one when scene_cut_prob > 0), "
+                f"got {list(cuts)}"
+            )
+        self.scene_cut_prob = float(scene_cut_prob)
+        self.scene_cut_frames = cuts
 
     # -- names and captions ----------------------------------------------------------------------------------------
 
@@ -449,15 +471,68 @@ class SyntheticCaptionedVideos(Dataset):
         color, shape, direction = self.attributes(index)
         size, x0, y0 = self._sample_params(index)
         dx, dy = DIRECTIONS[direction]
-        video = self._render(self.palette[color], shape, dx, dy, x0, y0, size, self.travel)
+        cut = self._scene_cut(index) if self.scene_cut_prob > 0 else None
+        if cut is None:
+            video = self._render(self.palette[color], shape, dx, dy, x0, y0, size, self.travel)
+        else:
+            video = self._render_two_scenes(cut, size)
         item: dict[str, Any] = {
             "video": video,
             "frame_mask": torch.ones(self.num_frames, dtype=torch.bool),
             "text": self.caption_for(color, shape, direction),
         }
+        if self.scene_cut_prob > 0:
+            item["prime_frames"] = 0 if cut is None else cut[0]
+            if cut is not None:
+                item["context_text"] = self.caption_for(*cut[1])
         if self.labels:
             item.update(color=color, shape=shape, direction=direction)
         return item
+
+    def _scene_cut(self, index: int) -> tuple[int, tuple[str, str, str], tuple[str, str, str], list[float]] | None:
+        """(frames before the cut, first scene's attributes, the caption's attributes, two uniforms for the
+        start) for a two-scene item, None for a single scene; drawn from (seed, index)."""
+        gen = torch.Generator().manual_seed(derive_seed("scene-cut", self.seed, index))
+        u = torch.rand(5, generator=gen).tolist()
+        if u[0] >= self.scene_cut_prob:
+            return None
+        second = self.attributes(index)
+        allowed = set(self.combinations)
+        kinds = []
+        for axis in range(3):  # 0: colour, 1: shape, 2: direction changes at the cut
+            options = [c for c in self.combinations if c[axis] != second[axis]
+                       and all(c[a] == second[a] for a in range(3) if a != axis) and c in allowed]
+            if options:
+                kinds.append(options)
+        if not kinds:
+            return None
+        options = kinds[min(int(u[1] * len(kinds)), len(kinds) - 1)]
+        first = options[min(int(u[2] * len(options)), len(options) - 1)]
+        frames = self.scene_cut_frames[min(int(u[3] * len(self.scene_cut_frames)), len(self.scene_cut_frames) - 1)]
+        return frames, first, second, [u[4], torch.rand(1, generator=gen).item()]
+
+    def _render_two_scenes(self, cut, size: float) -> Tensor:
+        """The first scene up to the cut, then the caption's scene from where the glyph is: one unbroken path
+        (the speed of a single-scene clip), placed so that all of it stays inside the frame."""
+        frames, first, second, u = cut
+        f, n, travel = self.num_frames, self.image_size, self.travel
+        speed = travel / max(f - 1, 1)
+        (dx1, dy1), (dx2, dy2) = DIRECTIONS[first[2]], DIRECTIONS[second[2]]
+        t = torch.arange(f, dtype=torch.float32)
+        before = torch.clamp(t, max=frames - 1)  # steps taken in the first direction
+        after = torch.clamp(t - (frames - 1), min=0)  # then in the second
+        offsets = [d1 * speed * before + d2 * speed * after for d1, d2 in ((dx1, dx2), (dy1, dy2))]
+        reach = max(_extent(first[1], self.equal_area), _extent(second[1], self.equal_area)) * size / 2
+        start = []
+        for offset, rand in zip(offsets, u):
+            lo, hi = reach - float(offset.min()), n - reach - float(offset.max())
+            start.append(lo + (hi - lo) * rand if hi >= lo else (lo + hi) / 2)
+        x_cut = start[0] + float(offsets[0][frames - 1])  # the glyph's centre at the last frame before the cut
+        y_cut = start[1] + float(offsets[1][frames - 1])
+        video_a = self._render(self.palette[first[0]], first[1], dx1, dy1, start[0], start[1], size, travel)
+        x0b, y0b = x_cut - dx2 * speed * (frames - 1), y_cut - dy2 * speed * (frames - 1)
+        video_b = self._render(self.palette[second[0]], second[1], dx2, dy2, x0b, y0b, size, travel)
+        return torch.cat((video_a[:, :frames], video_b[:, frames:]), dim=1)
 
     # -- argument resolution ---------------------------------------------------------------------------------------
 
@@ -552,6 +627,8 @@ class SyntheticGlyphVideos(SyntheticCaptionedVideos):
         equal_area: bool = True,
         antialias: int = 4,
         labels: bool = True,
+        scene_cut_prob: float = 0.0,
+        scene_cut_frames: Sequence[int] | None = None,
     ):
         super().__init__(
             num_samples,
@@ -569,6 +646,8 @@ class SyntheticGlyphVideos(SyntheticCaptionedVideos):
             equal_area=equal_area,
             antialias=antialias,
             labels=labels,
+            scene_cut_prob=scene_cut_prob,
+            scene_cut_frames=scene_cut_frames,
         )
         self._render_size = sum(self.size_range) / 2
 

@@ -70,6 +70,8 @@ def stage2_args(parser):
     group.add_argument("--all-prompts", action="store_true", help="all 156 seen pairings (default: 60 of them)")
     group.add_argument("--save-phenaki", type=str, default=None)
     group.add_argument("--story", action="store_true", help="also measure jumps at scene cuts of sampled stories")
+    group.add_argument("--judge-online", action="store_true",
+                       help="also judge the online weights, not only the EMA the trainer evaluates")
     group.add_argument("--scene-cut-prob", type=float, default=0.0,
                        help="share of training clips that are two scenes (SyntheticGlyphVideos(scene_cut_prob=...))")
     group.add_argument("--load-phenaki", type=str, default=None, help="skip training: judge this saved Phenaki")
@@ -312,6 +314,10 @@ def stage2(args, cvivit=None):
         phenaki = trainer.eval_model
         if args.save_phenaki:
             phenaki.save_pretrained(args.save_phenaki)
+        if args.judge_online and trainer.eval_model is not trainer.unwrapped_model:
+            online = trainer.unwrapped_model.eval()  # the raw weights beside the EMA the trainer evaluates
+            variants = variants + [{**v, "name": f"{v.get('name', 'variant')} (online)", "model": online}
+                                   for v in variants]
 
     phenaki.eval()
     header = (f"{'variant':<22}{'shape s/h':>12}{'colour s/h':>12}{'dir s/h':>12}{'consist':>9}"
@@ -320,7 +326,9 @@ def stage2(args, cvivit=None):
     for index, variant in enumerate(variants):
         name = variant.get("name") or json.dumps({k: v for k, v in variant.items()})
         started = time.perf_counter()
-        videos = sample_all(phenaki, prompts, variant, args.sample_batch, args.seed)
+        model = variant.get("model", phenaki)
+        variant = {k: v for k, v in variant.items() if k != "model"}
+        videos = sample_all(model, prompts, variant, args.sample_batch, args.seed)
         seconds = (time.perf_counter() - started) / len(prompts)
         report = judge_prompt_samples(videos, prompts, probe, held_out=held_out, real_videos=real)
         acc = report.accuracy

@@ -576,3 +576,14 @@ def test_critic_every_trains_the_critic_on_every_kth_step_only_and_resumes_on_it
     assert all(torch.equal(v, final[k]) for k, v in straight.unwrapped_model.state_dict().items())
     with pytest.raises(ValueError, match="critic_every"):
         PhenakiTrainer(build_phenaki(critic=True), dataset=synthetic(4), critic_every=0, results_folder=tmp_path / "x")
+
+
+def test_adam_betas_reach_the_optimizer_and_are_checked(tmp_path):
+    trainer = PhenakiTrainer(build_phenaki(critic=True), dataset=synthetic(4), adam_betas=(0.9, 0.99),
+                             results_folder=tmp_path / "a")
+    assert all(group["betas"] == (0.9, 0.99) for group in trainer.optimizers["phenaki"].param_groups)
+    assert (trainer.hparams()["adam_beta1"], trainer.hparams()["adam_beta2"]) == (0.9, 0.99)
+    default = PhenakiTrainer(build_phenaki(critic=True), dataset=synthetic(4), results_folder=tmp_path / "b")
+    assert all(group["betas"] == (0.9, 0.999) for group in default.optimizers["phenaki"].param_groups)
+    with pytest.raises(ValueError, match="adam_betas"):
+        PhenakiTrainer(build_phenaki(), dataset=synthetic(4), adam_betas=(0.9, 1.0), results_folder=tmp_path / "c")

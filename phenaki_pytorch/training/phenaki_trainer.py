@@ -97,6 +97,7 @@ class PhenakiTrainer(BaseTrainer):
         critic_lr: float | None = None,
         critic_every: int = 2,
         wd: float = 0.0,
+        adam_betas: tuple[float, float] = (0.9, 0.999),
         lr_warmup_steps: int = 0,
         lr_schedule: str = "constant",
         lr_min_ratio: float = 0.1,
@@ -153,6 +154,8 @@ class PhenakiTrainer(BaseTrainer):
         check_positive_int("ema_update_every", ema_update_every)
         check_positive_int("num_samples", num_samples)
         check_positive_int("critic_every", critic_every)
+        if len(adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in adam_betas):
+            raise ValueError(f"adam_betas must be two numbers in [0, 1), got {adam_betas!r}")
         if critic_every > 1:
             self.find_unused_parameters = True  # DDP: the critic idles on the steps that skip it
         schedule = LearningRateSchedule(
@@ -188,6 +191,7 @@ class PhenakiTrainer(BaseTrainer):
         self.lr_schedule, self.lr_min_ratio, self._lr_multiplier = lr_schedule, lr_min_ratio, schedule
         self.critic_lr = critic_lr if critic_lr is not None else lr
         self.critic_every = critic_every
+        self.adam_betas = (float(adam_betas[0]), float(adam_betas[1]))
         self.use_ema = use_ema
         self.ema_kwargs = dict(beta=ema_beta, update_every=ema_update_every, update_after_step=ema_update_after_step)
         self.sample_texts = sample_texts
@@ -305,7 +309,7 @@ class PhenakiTrainer(BaseTrainer):
         if critic_params:
             groups.append({"params": critic_params, "lr": self.critic_lr, "name": "critic"})
         self.has_critic = bool(critic_params)
-        optimizer = self.make_adamw(groups, lr=self.lr, weight_decay=self.wd)
+        optimizer = self.make_adamw(groups, lr=self.lr, weight_decay=self.wd, betas=self.adam_betas)
         scheduler = LambdaLR(optimizer, self._lr_multiplier)
         ema_kwargs = None
         if self.use_ema:
@@ -327,6 +331,8 @@ class PhenakiTrainer(BaseTrainer):
             "max_grad_norm": self.max_grad_norm,
             "lr_warmup_steps": self.lr_warmup_steps,
             "critic_every": self.critic_every,
+            "adam_beta1": self.adam_betas[0],  # scalars: trackers (tensorboard hparams) take no lists
+            "adam_beta2": self.adam_betas[1],
             "lr_schedule": self.lr_schedule,
             "lr_min_ratio": self.lr_min_ratio,
             "train_on_images": self.train_on_images,

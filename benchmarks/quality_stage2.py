@@ -31,7 +31,6 @@ import torch
 
 from phenaki_pytorch import CViViT, MaskGit, MaskGitScheduler, Phenaki, TokenCritic
 from phenaki_pytorch.data import (
-    GLYPH_HELD_OUT,
     PretokenizedDataset,
     SyntheticGlyphVideos,
     glyph_benchmark_splits,
@@ -253,7 +252,8 @@ def stage2(args, cvivit=None):
         started = time.perf_counter()
         train_set = splits.train
         if args.scene_cut_prob:  # the same clips and seed, a share of them cut into two scenes; the probe keeps its own
-            train_set = SyntheticGlyphVideos(args.train_clips, exclude=GLYPH_HELD_OUT, seed=args.seed,
+            train = splits.train
+            train_set = SyntheticGlyphVideos(len(train), exclude=train.excluded, seed=train.seed,
                                              scene_cut_prob=args.scene_cut_prob)
         tokens_dir = pretokenize(
             train_set, cvivit, tempfile.mkdtemp(prefix="quality-tokens-"), text_encoder=text_encoder,

@@ -103,10 +103,11 @@ def sample_story(
     max_frames     refuse (ValueError) a story planned longer than this
     prime_with     "frames": re-encode the last `prime_frames` decoded frames as the next window's context;
                    "tokens" (the default; smaller jumps at cuts on the glyph benchmark): carry the token ids
-                   MaskGit already drew for the last K - 1 frames and re-encode only the one frame before them (the causal tokenizer's first token frame stands for one frame
-                   alone, so it cannot be copied from the middle of a window). No decode/re-encode drift enters
-                   the context; where the previous chunk was cut short (a scene ending off the temporal patch
-                   grid) that window falls back to frames.
+                   MaskGit already drew for the last K - 1 frames and re-encode only the one frame before them
+                   (the causal tokenizer's first token frame stands for one frame alone, so it cannot be copied
+                   from the middle of a window). No decode/re-encode drift enters the context; where the
+                   previous chunk was cut short (a scene ending off the temporal patch grid) that window falls
+                   back to frames.
     """
     if prime_with not in ("frames", "tokens"):
         raise ValueError(f'prime_with must be "frames" or "tokens", got {prime_with!r}')

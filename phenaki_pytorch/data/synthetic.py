@@ -493,23 +493,25 @@ class SyntheticCaptionedVideos(Dataset):
         """(frames before the cut, first scene's attributes, the caption's attributes, two uniforms for the
         start) for a two-scene item, None for a single scene; drawn from (seed, index)."""
         gen = torch.Generator().manual_seed(derive_seed("scene-cut", self.seed, index))
-        u = torch.rand(5, generator=gen).tolist()
+        u = torch.rand(6, generator=gen).tolist()
         if u[0] >= self.scene_cut_prob:
             return None
+
+        def pick(values, rand):
+            return values[min(int(rand * len(values)), len(values) - 1)]
+
         second = self.attributes(index)
-        allowed = set(self.combinations)
-        kinds = []
-        for axis in range(3):  # 0: colour, 1: shape, 2: direction changes at the cut
-            options = [c for c in self.combinations if c[axis] != second[axis]
-                       and all(c[a] == second[a] for a in range(3) if a != axis) and c in allowed]
-            if options:
-                kinds.append(options)
+        # for each attribute (colour, shape, direction): the dataset's combinations that differ in it alone
+        kinds = [
+            options
+            for axis in range(3)
+            if (options := [c for c in self.combinations if sum(a != b for a, b in zip(c, second)) == 1
+                            and c[axis] != second[axis]])
+        ]
         if not kinds:
             return None
-        options = kinds[min(int(u[1] * len(kinds)), len(kinds) - 1)]
-        first = options[min(int(u[2] * len(options)), len(options) - 1)]
-        frames = self.scene_cut_frames[min(int(u[3] * len(self.scene_cut_frames)), len(self.scene_cut_frames) - 1)]
-        return frames, first, second, [u[4], torch.rand(1, generator=gen).item()]
+        first = pick(pick(kinds, u[1]), u[2])
+        return pick(self.scene_cut_frames, u[3]), first, second, u[4:]
 
     def _render_two_scenes(self, cut, size: float) -> Tensor:
         """The first scene up to the cut, then the caption's scene from where the glyph is: one unbroken path

@@ -73,10 +73,9 @@ class PhenakiTrainer(BaseTrainer):
     step with the glyph benchmark's 2-layer critic beside a 4-layer MaskGit), giving MaskGit more steps in a fixed
     time: 2 gave 22% more steps and the best shape accuracy with both samplers in the benchmark's budget (1 is the
     previous behaviour). The logged `loss` includes the critic's on those steps only (`maskgit_loss` is every
-    step's). The tokenizer
-    stays frozen. Every `save_results_every` steps the (EMA) model is evaluated on the
-    held-out split and samples a GIF for the sample texts with a seeded generator, so samples are comparable
-    across steps; neither changes the training randomness.
+    step's). `adam_betas` go to AdamW. The tokenizer stays frozen. Every `save_results_every` steps the (EMA)
+    model is evaluated on the held-out split and samples a GIF for the sample texts with a seeded generator, so
+    samples are comparable across steps; neither changes the training randomness.
     """
 
     progress_keys = ("loss", "maskgit_loss", "critic_loss")

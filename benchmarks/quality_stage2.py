@@ -2,8 +2,8 @@
 
 A tokenizer from stage 1 (`--tokenizer DIR`, or stage 1 run first with `quality.py --stage both`) tokenizes the
 glyph training clips once (`pretokenize`, text embeddings cached per caption); a text-conditioned Phenaki with a
-Token Critic trains on them with `PhenakiTrainer` and the library's defaults under a step and/or wall-clock
-budget; then every prompt (the 156 seen colour-shape-direction pairings and the 36 held-out ones) is sampled
+Token Critic trains on them with `PhenakiTrainer` and the library's defaults (batch 4 included, unless
+--s2-batch-size says otherwise) under a step and/or wall-clock budget; then every prompt (the 156 seen colour-shape-direction pairings and the 36 held-out ones) is sampled
 once per sampling variant (60 seen pairings spread over all 156 unless --all-prompts) and judged by the glyph probe:
 
 - shape / colour / direction accuracy, seen and held-out pairings,
@@ -56,7 +56,8 @@ def stage2_args(parser):
     group.add_argument("--tokenizer", type=str, default=None, help="stage-1 tokenizer folder (save_pretrained)")
     group.add_argument("--s2-steps", type=int, default=None, help="Phenaki training steps")
     group.add_argument("--s2-minutes", type=float, default=None, help="Phenaki training wall clock")
-    group.add_argument("--s2-batch-size", type=int, default=16)
+    group.add_argument("--s2-batch-size", type=int, default=None,
+                       help="Phenaki batch size (default: PhenakiTrainer's, 4)")
     group.add_argument("--maskgit", type=str, default="{}", help="JSON over BENCH_MASKGIT")
     group.add_argument("--critic", choices=("token", "self", "none"), default="token")
     group.add_argument("--critic-config", type=str, default="{}", help="JSON over BENCH_CRITIC")
@@ -266,11 +267,12 @@ def stage2(args, cvivit=None):
         torch.manual_seed(args.seed)
         phenaki, configs = build_phenaki(args, cvivit, text_encoder)
         trainer_kwargs = json.loads(args.phenaki_trainer)
+        if args.s2_batch_size is not None:
+            trainer_kwargs["batch_size"] = args.s2_batch_size
         trainer = PhenakiTrainer(
             phenaki,
             dataset=dataset,
             num_frames=9,
-            batch_size=args.s2_batch_size,
             num_train_steps=args.s2_steps or 10**9,
             valid_frac=0,
             save_model_every=10**9,
@@ -281,7 +283,7 @@ def stage2(args, cvivit=None):
         )
         results.update(configs=configs, trainer=trainer_kwargs, phenaki_options=json.loads(args.phenaki),
                        scene_cut_prob=args.scene_cut_prob,
-                       batch_size=args.s2_batch_size, tokenize_seconds=round(tokenize_seconds, 1))
+                       batch_size=trainer.batch_size, tokenize_seconds=round(tokenize_seconds, 1))
         deadline = start = time.perf_counter()
         deadline += args.s2_minutes * 60 if args.s2_minutes else float("inf")
         quick = list(range(0, len(prompts), 4))  # a quarter of the prompts, seen and held out
@@ -310,7 +312,7 @@ def stage2(args, cvivit=None):
         train_seconds = time.perf_counter() - start - judging
         results.update(steps=trainer.step, train_seconds=round(train_seconds, 1), final_logs=logs)
         print(f"\nPhenaki: {trainer.step} steps in {train_seconds:.0f} s "
-              f"({1000 * train_seconds / max(trainer.step, 1):.0f} ms/step, batch {args.s2_batch_size})")
+              f"({1000 * train_seconds / max(trainer.step, 1):.0f} ms/step, batch {trainer.batch_size})")
         phenaki = trainer.eval_model
         if args.save_phenaki:
             phenaki.save_pretrained(args.save_phenaki)

@@ -171,7 +171,7 @@ class DemoConfig:
         default_factory=lambda: dict(dim=128, depth=3, heads=4, dim_head=32, cond_drop_prob=0.15)
     )
     phenaki_trainer: dict[str, Any] = field(
-        default_factory=lambda: dict(batch_size=16, lr=1e-3, wd=0.01, lr_warmup_steps=100)
+        default_factory=lambda: dict(batch_size=4, lr=1e-3, wd=0.01, lr_warmup_steps=100)
     )
 
     # wall clock: stage 1 ends at tokenizer_fraction of `minutes`, stage 2 at tokenizer + maskgit fraction (the

@@ -3,8 +3,9 @@
 A tokenizer from stage 1 (`--tokenizer DIR`, or stage 1 run first with `quality.py --stage both`) tokenizes the
 glyph training clips once (`pretokenize`, text embeddings cached per caption); a text-conditioned Phenaki with a
 Token Critic trains on them with `PhenakiTrainer` and the library's defaults (batch 4 included, unless
---s2-batch-size says otherwise) under a step and/or wall-clock budget; then every prompt (the 156 seen colour-shape-direction pairings and the 36 held-out ones) is sampled
-once per sampling variant (60 seen pairings spread over all 156 unless --all-prompts) and judged by the glyph probe:
+--s2-batch-size says otherwise) under a step and/or wall-clock budget; then every prompt (the 156 seen
+colour-shape-direction pairings and the 36 held-out ones) is sampled once per sampling variant (60 seen pairings
+spread over all 156 unless --all-prompts) and judged by the glyph probe:
 
 - shape / colour / direction accuracy, seen and held-out pairings,
 - temporal consistency (the probe names the same shape in every frame),
@@ -268,6 +269,8 @@ def stage2(args, cvivit=None):
         phenaki, configs = build_phenaki(args, cvivit, text_encoder)
         trainer_kwargs = json.loads(args.phenaki_trainer)
         if args.s2_batch_size is not None:
+            if "batch_size" in trainer_kwargs:
+                raise SystemExit("give the batch once: --s2-batch-size or --phenaki-trainer '{\"batch_size\": ...}'")
             trainer_kwargs["batch_size"] = args.s2_batch_size
         trainer = PhenakiTrainer(
             phenaki,

@@ -328,8 +328,8 @@ class SyntheticCaptionedVideos(Dataset):
         cuts = tuple(int(c) for c in scene_cut_frames)
         if any(not 1 <= c < num_frames for c in cuts) or (scene_cut_prob > 0 and not cuts):
             raise ValueError(
-                f"scene_cut_frames must be frame counts in [1, {num_frames - 1}] (at least one when scene_cut_prob > 0), "
-                f"got {list(cuts)}"
+                f"scene_cut_frames must be frame counts in [1, {num_frames - 1}] (at least one when "
+                f"scene_cut_prob > 0), got {list(cuts)}"
             )
         self.scene_cut_prob = float(scene_cut_prob)
         self.scene_cut_frames = cuts

@@ -78,9 +78,9 @@ class PhenakiTrainer(BaseTrainer):
     samples are comparable across steps; neither changes the training randomness.
 
     `batch_size` stays 4 by default: on a few CPU cores a step's time grows with its batch, and on the glyph
-    benchmark batch 4 beat 16 at every point of a 13-minute run and matched 8. The EMA (`use_ema`) is ema-pytorch's; its
-    decay warms up as 1 - (1 + step) ** (-2/3) and `ema_beta` only caps it, which binds after about
-    (1 - ema_beta) ** -1.5 steps (2800 for 0.995).
+    benchmark batch 4 beat 16 at every point of a 13-minute run and matched 8. The EMA (`use_ema`) is
+    ema-pytorch's; its decay warms up as 1 - (1 + step) ** (-2/3) and `ema_beta` only caps it, which binds after
+    about (1 - ema_beta) ** -1.5 steps (2800 for 0.995).
     """
 
     progress_keys = ("loss", "maskgit_loss", "critic_loss")

@@ -79,6 +79,22 @@ def gumbel_sample(logits: Tensor, temperature: float, generator: torch.Generator
     return (logits / temperature + noise).argmax(dim=-1)
 
 
+def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+    """Logits (..., vocab) with all but the `top_k` most likely ids, and all outside the smallest set whose
+    probability reaches `top_p` (nucleus), set to -inf. The most likely id always survives; None leaves a rule off."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # drop an id when the ids before it already reach top_p (so the first id is always kept)
+        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
 def random_training_mask(
     valid: Tensor,
     generator: torch.Generator | None = None,
@@ -138,6 +154,8 @@ class MaskGitScheduler:
       annealed Gumbel noise; tokens fixed at earlier steps are kept), or, when `step` gets a `critic`
       callable, by the critic's "sampled" logits over every maskable token plus annealed uniform noise
       scaled by `critic_noise_scale` (Token-Critic: any token may be masked again).
+    - `top_k` / `top_p`: draw only among the k most likely ids / the nucleus holding probability p (None: off);
+      confidence re-masking still scores a drawn token by its unfiltered probability.
     - Positions where `maskable` is False (primed tokens) are never drawn or re-masked.
     """
 
@@ -150,7 +168,15 @@ class MaskGitScheduler:
         temperature_rule: str = "constant",
         choice_temperature: float = 4.5,
         critic_noise_scale: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
     ):
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be an int >= 1 or None, got {top_k!r}")
+        if top_p is not None and not (isinstance(top_p, (int, float)) and 0.0 < top_p <= 1.0):
+            raise ValueError(f"top_p must lie in (0, 1] or be None, got {top_p!r}")
+        self.top_k = top_k
+        self.top_p = top_p
         if temperature_rule not in TEMPERATURE_RULES:
             raise ValueError(f"temperature_rule must be one of {TEMPERATURE_RULES}, got {temperature_rule!r}")
         for name, value in (("temperature", temperature), ("choice_temperature", choice_temperature),
@@ -248,7 +274,8 @@ class MaskGitScheduler:
             )
         maskable = torch.ones_like(mask) if maskable is None else maskable
         mask = mask & maskable
-        drawn = gumbel_sample(logits.float(), self.sampling_temperature(step), generator)
+        drawn = gumbel_sample(filter_logits(logits.float(), self.top_k, self.top_p), self.sampling_temperature(step),
+                              generator)
         sampled = torch.where(mask, drawn, ids)
         if step == self.steps - 1 or not mask.any():
             return MaskGitSchedulerOutput(ids=sampled, mask=torch.zeros_like(mask), sampled=sampled)

@@ -74,6 +74,26 @@ def test_temperature_rules():
         MaskGitScheduler(mask_schedule="nope")
 
 
+def test_top_k_and_top_p_draw_only_inside_the_kept_set():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = probs.log().expand(1, 2000, 4).clone()  # one row, 2000 positions with the same distribution
+    ids, mask = torch.full((1, 2000), MASK_ID), torch.ones(1, 2000, dtype=torch.bool)
+    for options, allowed in (({}, {0, 1, 2, 3}), ({"top_k": 2}, {0, 1}), ({"top_p": 0.8}, {0, 1}),
+                             ({"top_p": 0.81}, {0, 1, 2}), ({"top_p": 0.3}, {0})):
+        scheduler = MaskGitScheduler(steps=1, temperature=1.0, **options)
+        out = scheduler.step(logits, 0, ids, mask, mask_id=MASK_ID, generator=torch.Generator().manual_seed(0))
+        assert set(out.ids.unique().tolist()) == allowed, options
+    # with both rules, the tighter one wins; the drawn shares within the kept set follow the renormalised probabilities
+    out = MaskGitScheduler(steps=1, top_k=3, top_p=0.5).step(logits, 0, ids, mask, mask_id=MASK_ID)
+    assert set(out.ids.unique().tolist()) == {0}
+    out = MaskGitScheduler(steps=1, top_k=2).step(logits, 0, ids, mask, mask_id=MASK_ID,
+                                                  generator=torch.Generator().manual_seed(1))
+    assert (out.ids == 0).float().mean() == pytest.approx(0.5 / 0.8, abs=0.04)
+    for bad in ({"top_k": 0}, {"top_k": 2.5}, {"top_p": 0.0}, {"top_p": 1.5}):
+        with pytest.raises(ValueError, match="top_"):
+            MaskGitScheduler(**bad)
+
+
 def test_set_timesteps_and_custom_mask_schedule():
     scheduler = MaskGitScheduler(mask_schedule=lambda p: 1.0 - torch.as_tensor(p))
     scheduler.set_timesteps(4)

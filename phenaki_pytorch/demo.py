@@ -184,7 +184,7 @@ class DemoConfig:
     # sampling and outputs
     sample_steps: int = 12
     cond_scale: float = 3.0
-    temperature: float = 0.9
+    temperature: float = 0.3
     samples_per_prompt: int = 4
     seen_prompts_per_shape: int = 2
     max_held_out_prompts: int = 8

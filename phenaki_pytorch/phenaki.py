@@ -173,7 +173,7 @@ class Phenaki(ConfigMixin, nn.Module):
         max_text_len: int = 256,
         cond_drop_prob: float | None = None,
         steps: int = 18,
-        sample_temperature: float = 0.9,
+        sample_temperature: float = 0.3,
         critic_loss_weight: float = 1.0,
         critic_train_sample_temperature: float = 1.0,
         critic_objective: str = "sampled",

@@ -465,15 +465,24 @@ class Phenaki(ConfigMixin, nn.Module):
         return null_logits + cond_scale * (cond_logits - null_logits)
 
     def make_scheduler(
-        self, steps: int | None = None, temperature: float | None = None, critic_noise_scale: float = 1.0
+        self,
+        steps: int | None = None,
+        temperature: float | None = None,
+        critic_noise_scale: float = 1.0,
+        *,
+        top_k: int | None = None,
+        top_p: float | None = None,
     ) -> MaskGitScheduler:
-        """The scheduler `sample` uses unless given one: this model's steps, temperature, rule and schedule."""
+        """The scheduler `sample` uses unless given one: this model's steps, temperature, rule and schedule
+        (`top_k` / `top_p`: see `MaskGitScheduler`; off unless given)."""
         return MaskGitScheduler(
             steps if exists(steps) else self.steps,
             mask_schedule=self.mask_schedule,
             temperature=self.sample_temperature if temperature is None else temperature,
             temperature_rule=self.sample_temperature_rule,
             critic_noise_scale=critic_noise_scale,
+            top_k=top_k,
+            top_p=top_p,
         )
 
     def guided_critic_logits(

@@ -49,6 +49,29 @@ def test_sample_writes_a_video(checkpoint, tmp_path, capsys):
     assert read_video(out).shape == (3, 5, 16, 16)
 
 
+def test_top_k_and_top_p_reach_the_scheduler(checkpoint, tmp_path, monkeypatch, capsys):
+    from phenaki_pytorch import Phenaki
+
+    seen = []
+    original = Phenaki.sample
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("scheduler"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Phenaki, "sample", spy)
+    base = ["sample", "--checkpoint", str(checkpoint), "a cat", "--frames", "5", "--steps", "2"]
+    assert main([*base, "--out", str(tmp_path / "a.gif")]) == 0
+    assert main([*base, "--out", str(tmp_path / "b.gif"), "--top-k", "3", "--top-p", "0.5", "--temperature", "0.2"]) == 0
+    assert seen[0] is None  # no filter: the model builds its own scheduler
+    assert (seen[1].top_k, seen[1].top_p, seen[1].temperature, seen[1].steps) == (3, 0.5, 0.2, 2)
+    for bad, message in ((["--top-p", "0"], "--top-p: expected a probability in (0, 1]"),
+                         (["--top-k", "0"], "--top-k: expected a positive integer")):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*base, *bad])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_story_writes_one_video(checkpoint, tmp_path):
     from phenaki_pytorch.data import read_video
 

@@ -89,7 +89,8 @@ def test_top_k_and_top_p_draw_only_inside_the_kept_set():
     out = MaskGitScheduler(steps=1, top_k=2).step(logits, 0, ids, mask, mask_id=MASK_ID,
                                                   generator=torch.Generator().manual_seed(1))
     assert (out.ids == 0).float().mean() == pytest.approx(0.5 / 0.8, abs=0.04)
-    for bad in ({"top_k": 0}, {"top_k": 2.5}, {"top_p": 0.0}, {"top_p": 1.5}):
+    for bad in ({"top_k": 0}, {"top_k": 2.5}, {"top_k": True}, {"top_p": 0.0}, {"top_p": 1.5}, {"top_p": True},
+                {"top_p": float("nan")}):
         with pytest.raises(ValueError, match="top_"):
             MaskGitScheduler(**bad)
 

@@ -53,6 +53,7 @@ finite_float = _bounded(float, "a finite number", lambda v: True)
 positive_float = _bounded(float, "a positive number", lambda v: v > 0)
 non_negative_float = _bounded(float, "a number >= 0", lambda v: v >= 0)
 probability = _bounded(float, "a probability in [0, 1]", lambda v: 0.0 <= v <= 1.0)
+nucleus = _bounded(float, "a probability in (0, 1]", lambda v: 0.0 < v <= 1.0)
 for _name, _type in list(globals().items()):
     if callable(_type) and hasattr(_type, "expected"):
         _type.__name__ = _name  # argparse names the type in some messages
@@ -274,6 +275,8 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a folder written by Phenaki.save_pretrained (or `phenaki train`)")
     parser.add_argument("--cond-scale", type=finite_float, default=3.0, help="classifier-free guidance scale (default 3)")
     parser.add_argument("--steps", type=positive_int, default=None, help="MaskGIT decoding steps (default: the model's, 18)")
+    parser.add_argument("--top-k", type=positive_int, default=None, help="draw only among the k most likely codes (default: off)")
+    parser.add_argument("--top-p", type=nucleus, default=None, help="draw only within this nucleus of probability (default: off)")
     parser.add_argument("--seed", type=integer, default=0, help="random seed for sampling (default 0)")
     parser.add_argument("--fps", type=positive_float, default=8.0, help="frames per second of the written video (default 8)")
     parser.add_argument("--text-encoder", default=None, help="override the saved text encoder (HF name or local path)")
@@ -288,6 +291,14 @@ def add_data_flags(parser: argparse.ArgumentParser, *, device_help: str = "cpu, 
     parser.add_argument("--synthetic-samples", type=positive_int, default=1024, help="clips in the synthetic set (default 1024)")
     parser.add_argument("--seed", type=integer, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default=device_default, help=device_help)
+
+
+def sampling_scheduler(phenaki, args, temperature: float | None = None):
+    """The model's own scheduler with --steps, the temperature and --top-k / --top-p, or None (let `sample`
+    build it) when neither filter is given."""
+    if args.top_k is None and args.top_p is None:
+        return None
+    return phenaki.make_scheduler(args.steps, temperature, top_k=args.top_k, top_p=args.top_p)
 
 
 def check_output_path(path: str, *, allow_image: bool = True) -> None:

@@ -14,6 +14,7 @@ from .common import (
     non_negative_float,
     non_negative_int,
     positive_int,
+    sampling_scheduler,
     seeded_generator,
 )
 
@@ -88,6 +89,7 @@ def cmd_sample(args) -> int:
         cond_scale=args.cond_scale,
         steps=args.steps,
         temperature=args.temperature,
+        scheduler=sampling_scheduler(phenaki, args, args.temperature),
         prime_frames=prime,
         generator=seeded_generator(args.seed),
         show_progress=True,
@@ -177,6 +179,7 @@ def cmd_story(args) -> int:
             prime_frames=args.prime_frames,
             cond_scale=args.cond_scale,
             steps=args.steps,
+            scheduler=sampling_scheduler(phenaki, args),
             generator=seeded_generator(args.seed),
             frame_sink=writer.write,
         )

@@ -509,6 +509,8 @@ class Phenaki(ConfigMixin, nn.Module):
         steps: int | None = None,
         temperature: float | None = None,
         critic_noise_scale: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
         critic_cond_scale: float | None = None,
         remasking: str | None = None,
         scheduler: MaskGitScheduler | None = None,
@@ -530,7 +532,9 @@ class Phenaki(ConfigMixin, nn.Module):
         skips a decode/re-encode round trip; with `return_prime=True` they are decoded in front.
 
         Decoding: `scheduler` (a `MaskGitScheduler` or anything with its `set_timesteps`/`timesteps`/`step`)
-        defaults to `make_scheduler(steps, temperature, critic_noise_scale)`. `remasking`: "critic" (the
+        defaults to `make_scheduler(steps, temperature, critic_noise_scale, top_k=top_k, top_p=top_p)` (`top_k` /
+        `top_p`: draw only among the k most likely codes / within the nucleus of probability p; off by default;
+        they, `temperature` and `critic_noise_scale` are for that default scheduler). `remasking`: "critic" (the
         default when the model has a critic) or "confidence" (MaskGIT's rule, the default without one).
         `critic_cond_scale` guides the critic's scores like `cond_scale` guides MaskGit's logits (None: unguided).
 
@@ -629,7 +633,7 @@ class Phenaki(ConfigMixin, nn.Module):
                     critic_guided = False
 
         if scheduler is None:
-            scheduler = self.make_scheduler(steps, temperature, critic_noise_scale)
+            scheduler = self.make_scheduler(steps, temperature, critic_noise_scale, top_k=top_k, top_p=top_p)
         elif exists(steps):
             scheduler.set_timesteps(steps)
         patch_shape = (h, w)

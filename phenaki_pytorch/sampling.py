@@ -275,8 +275,11 @@ class MaskGitScheduler:
             )
         maskable = torch.ones_like(mask) if maskable is None else maskable
         mask = mask & maskable
-        drawn = gumbel_sample(filter_logits(logits.float(), self.top_k, self.top_p), self.sampling_temperature(step),
-                              generator)
+        draw_logits = logits.float()
+        if self.top_k is not None or self.top_p is not None:  # filter only where a token is drawn
+            draw_logits = draw_logits.clone()
+            draw_logits[mask] = filter_logits(draw_logits[mask], self.top_k, self.top_p)
+        drawn = gumbel_sample(draw_logits, self.sampling_temperature(step), generator)
         sampled = torch.where(mask, drawn, ids)
         if step == self.steps - 1 or not mask.any():
             return MaskGitSchedulerOutput(ids=sampled, mask=torch.zeros_like(mask), sampled=sampled)

@@ -53,18 +53,19 @@ def test_top_k_and_top_p_reach_the_scheduler(checkpoint, tmp_path, monkeypatch, 
     from phenaki_pytorch import Phenaki
 
     seen = []
-    original = Phenaki.sample
+    original = Phenaki.make_scheduler
 
     def spy(self, *args, **kwargs):
-        seen.append(kwargs.get("scheduler"))
-        return original(self, *args, **kwargs)
+        seen.append(original(self, *args, **kwargs))
+        return seen[-1]
 
-    monkeypatch.setattr(Phenaki, "sample", spy)
+    monkeypatch.setattr(Phenaki, "make_scheduler", spy)
     base = ["sample", "--checkpoint", str(checkpoint), "a cat", "--frames", "5", "--steps", "2"]
     assert main([*base, "--out", str(tmp_path / "a.gif")]) == 0
+    plain = seen[-1]  # the scheduler the sample used (the last one made)
     assert main([*base, "--out", str(tmp_path / "b.gif"), "--top-k", "3", "--top-p", "0.5", "--temperature", "0.2"]) == 0
-    assert seen[0] is None  # no filter: the model builds its own scheduler
-    assert (seen[1].top_k, seen[1].top_p, seen[1].temperature, seen[1].steps) == (3, 0.5, 0.2, 2)
+    assert (plain.top_k, plain.top_p) == (None, None)  # no filter unless asked
+    assert (seen[-1].top_k, seen[-1].top_p, seen[-1].temperature, seen[-1].steps) == (3, 0.5, 0.2, 2)
     for bad, message in ((["--top-p", "0"], "--top-p: expected a probability in (0, 1]"),
                          (["--top-k", "0"], "--top-k: expected a positive integer")):
         with pytest.raises(SystemExit) as exit_info:

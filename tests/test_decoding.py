@@ -95,6 +95,18 @@ def test_top_k_and_top_p_draw_only_inside_the_kept_set():
             MaskGitScheduler(**bad)
 
 
+def test_sample_top_k_and_top_p_go_to_its_scheduler():
+    phenaki = tiny_phenaki().eval()
+    kwargs = dict(texts=["a cat", "a dog"], num_frames=3, steps=4, return_codebook_ids=True)
+    filtered = phenaki.sample(top_k=2, top_p=0.6, generator=torch.Generator().manual_seed(0), **kwargs)
+    explicit = phenaki.sample(scheduler=phenaki.make_scheduler(4, top_k=2, top_p=0.6),
+                              generator=torch.Generator().manual_seed(0), **kwargs)
+    plain = phenaki.sample(generator=torch.Generator().manual_seed(0), **kwargs)
+    assert torch.equal(filtered, explicit) and not torch.equal(filtered, plain)
+    with pytest.raises(ValueError, match="top_p"):
+        phenaki.sample(top_p=0.0, **kwargs)
+
+
 def test_set_timesteps_and_custom_mask_schedule():
     scheduler = MaskGitScheduler(mask_schedule=lambda p: 1.0 - torch.as_tensor(p))
     scheduler.set_timesteps(4)

@@ -293,14 +293,6 @@ def add_data_flags(parser: argparse.ArgumentParser, *, device_help: str = "cpu, 
     parser.add_argument("--device", default=device_default, help=device_help)
 
 
-def sampling_scheduler(phenaki, args, temperature: float | None = None):
-    """The model's own scheduler with --steps, the temperature and --top-k / --top-p, or None (let `sample`
-    build it) when neither filter is given."""
-    if args.top_k is None and args.top_p is None:
-        return None
-    return phenaki.make_scheduler(args.steps, temperature, top_k=args.top_k, top_p=args.top_p)
-
-
 def check_output_path(path: str, *, allow_image: bool = True) -> None:
     """An output video path save_video can write: checked before any sampling starts."""
     from ..data.video_io import CONTAINER_EXTS, IMAGE_EXTS, VIDEO_EXTS, video_encoder_for

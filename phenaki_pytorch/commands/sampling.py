@@ -14,7 +14,6 @@ from .common import (
     non_negative_float,
     non_negative_int,
     positive_int,
-    sampling_scheduler,
     seeded_generator,
 )
 
@@ -89,7 +88,8 @@ def cmd_sample(args) -> int:
         cond_scale=args.cond_scale,
         steps=args.steps,
         temperature=args.temperature,
-        scheduler=sampling_scheduler(phenaki, args, args.temperature),
+        top_k=args.top_k,
+        top_p=args.top_p,
         prime_frames=prime,
         generator=seeded_generator(args.seed),
         show_progress=True,
@@ -179,7 +179,8 @@ def cmd_story(args) -> int:
             prime_frames=args.prime_frames,
             cond_scale=args.cond_scale,
             steps=args.steps,
-            scheduler=sampling_scheduler(phenaki, args),
+            top_k=args.top_k,
+            top_p=args.top_p,
             generator=seeded_generator(args.seed),
             frame_sink=writer.write,
         )

@@ -176,8 +176,11 @@ class Attention(nn.Module):
         kv: tuple[Tensor, Tensor, Tensor | None] | None = None,
         kv_cache: KVCache | None = None,
         layer_index: int = 0,
+        rotary: Tensor | None = None,
     ) -> Tensor:
         """x (b, n, D); mask (b, m) bool, True = attend; attn_bias (h, n, m) or (b, h, n, m).
+        `rotary` (self-attention only): the rotations of an `AxialRotary` for the n positions, applied to the
+        normalised queries and keys.
 
         Self-attention with `kv_cache`: this call's keys/values are appended to entry `layer_index` of the
         cache and the queries attend to all of them (m = cached + n); `mask`/`attn_bias` then cover all m keys,
@@ -195,13 +198,20 @@ class Attention(nn.Module):
             qkv = self.to_qkv(normed).unflatten(-1, (3 * self.heads, self.dim_head))  # (b, n, 3h, d)
             q, k, v = qkv.chunk(3, dim=-2)
             k = self.k_norm(k)
+            if exists(rotary):
+                if exists(kv_cache):
+                    raise ValueError("rotary positions are not supported with a kv_cache")
+                k = apply_rotary(k, rotary)
             if exists(kv_cache):
                 # cached in (b, h, m, d) without the null key/values, which are prepended afresh below
                 k, v = kv_cache.extend(layer_index, k.transpose(1, 2), v.transpose(1, 2))
                 k, v = k.transpose(1, 2), v.transpose(1, 2)
             k, v, mask = self._with_null_kv(k, v, mask)
             k, v = k.transpose(1, 2), v.transpose(1, 2)
-        q = self.q_norm(q).transpose(1, 2)  # (b, h, n, d)
+        q = self.q_norm(q)
+        if exists(rotary) and not self.is_cross:
+            q = apply_rotary(q, rotary)
+        q = q.transpose(1, 2)  # (b, h, n, d)
 
         attn_mask = None
         if exists(attn_bias):
@@ -298,6 +308,7 @@ class Transformer(nn.Module):
         context       (b, m, dim_context) for cross-attention, with context_mask (b, m)
         context_kv    the output of `precompute_context_kv`, reused across calls
         kv_cache      a `KVCache`: run a causal sequence in chunks (see `KVCache`)
+        rotary        an `AxialRotary`'s rotations for the n positions: rotary self-attention in every layer
 
     `gradient_checkpointing=True` (or `set_gradient_checkpointing(model)`): in a training forward with
     gradients on, each layer keeps only its input for the backward pass and runs again there
@@ -358,6 +369,7 @@ class Transformer(nn.Module):
         context_mask: Tensor | None = None,
         context_kv: list | None = None,
         kv_cache: KVCache | None = None,
+        rotary: Tensor | None = None,
     ) -> Tensor:
         if self.has_cross_attn and not exists(context_kv):
             if not exists(context):
@@ -372,9 +384,12 @@ class Transformer(nn.Module):
             if checkpointed:
                 # non-reentrant: gradients reach every tensor the layer uses (the precomputed context kv and a
                 # learned attention bias included), and the RNG state is replayed so dropout masks match
-                x = checkpoint(_layer_forward, layer, x, mask, attn_bias, is_causal, layer_kv, use_reentrant=False)
+                x = checkpoint(
+                    _layer_forward, layer, x, mask, attn_bias, is_causal, layer_kv, None, index, rotary,
+                    use_reentrant=False,
+                )
             else:
-                x = _layer_forward(layer, x, mask, attn_bias, is_causal, layer_kv, kv_cache, index)
+                x = _layer_forward(layer, x, mask, attn_bias, is_causal, layer_kv, kv_cache, index, rotary)
         return self.norm_out(x)
 
 
@@ -387,9 +402,10 @@ def _layer_forward(
     context_kv: tuple | None,
     kv_cache: KVCache | None = None,
     index: int = 0,
+    rotary: Tensor | None = None,
 ) -> Tensor:
     x = x + layer.self_attn(
-        x, mask=mask, attn_bias=attn_bias, is_causal=is_causal, kv_cache=kv_cache, layer_index=index
+        x, mask=mask, attn_bias=attn_bias, is_causal=is_causal, kv_cache=kv_cache, layer_index=index, rotary=rotary
     )
     if exists(layer.cross_attn):
         x = x + layer.cross_attn(x, kv=context_kv)
@@ -417,6 +433,48 @@ def set_gradient_checkpointing(module: nn.Module, enabled: bool = True) -> int:
         if isinstance(recorded, dict) and "gradient_checkpointing" in recorded:
             recorded["gradient_checkpointing"] = enabled
     return count
+
+
+class AxialRotary(nn.Module):
+    """Rotary position embedding (RoPE) over an N-d grid: the channel pairs of each head are split evenly
+    between the grid's axes, and each axis rotates its pairs by the token's coordinate on that axis.
+
+    The dot product of a rotated query and key then depends on their offset, not on where they are, so a
+    pattern learned at one place of the grid (a glyph's outline, "the same token one frame later and one row
+    down") applies everywhere. Frequencies run geometrically from 1 down to `1 / theta` radians per grid step
+    on every axis; the default `theta=100` suits grids of tens of tokens per side. Channels (2i, 2i + 1) form
+    pair i; pairs left over when `dim_head // 2` does not split evenly between the axes are not rotated.
+    `forward(*coords)` takes the integer coordinates (n,) of every token, one tensor per axis, and returns the
+    rotations as unit complex numbers (n, dim_head // 2) for `apply_rotary`; they depend only on the grid, so a
+    caller can keep them per grid shape.
+    """
+
+    def __init__(self, dim_head: int, num_dims: int = 3, theta: float = 100.0):
+        super().__init__()
+        pairs = dim_head // 2 // num_dims
+        if pairs < 1 or dim_head % 2:
+            raise ValueError(f"AxialRotary needs an even dim_head >= {2 * num_dims} for {num_dims} axes, got {dim_head}")
+        if theta <= 1:
+            raise ValueError(f"rotary theta must be > 1, got {theta}")
+        self.num_dims = num_dims
+        self.dim_head = dim_head
+        self.rotated_dim = 2 * pairs * num_dims
+        freqs = theta ** (-torch.arange(pairs, dtype=torch.float64) / pairs)
+        self.register_buffer("freqs", freqs.float(), persistent=False)
+
+    def forward(self, *coords: Tensor) -> Tensor:
+        if len(coords) != self.num_dims:
+            raise ValueError(f"expected {self.num_dims} coordinate tensors, got {len(coords)}")
+        angles = torch.cat([c.to(self.freqs)[:, None] * self.freqs for c in coords], dim=-1)
+        angles = F.pad(angles, (0, self.dim_head // 2 - angles.shape[-1]))  # leftover pairs: angle 0
+        return torch.polar(torch.ones_like(angles), angles)
+
+
+def apply_rotary(x: Tensor, rotary: Tensor) -> Tensor:
+    """Rotate each channel pair (2i, 2i + 1) of x (b, n, h, d) by `rotary` (n, d // 2), unit complex numbers from
+    `AxialRotary`; one complex multiply, in fp32, returned in x's dtype."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (b, n, h, d/2)
+    return torch.view_as_real(pairs * rotary[:, None, :]).flatten(-2).to(x.dtype)
 
 
 class ContinuousPositionBias(nn.Module):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .attention import ContinuousPositionBias, Transformer, exists
+from .attention import AxialRotary, ContinuousPositionBias, Transformer, exists
 from .serialization import ConfigMixin
 from .typecheck import typechecked
 
@@ -39,6 +39,8 @@ class TokenTransformer(nn.Module):
         ff_dropout: float,
         gradient_checkpointing: bool = False,
         rel_pos_bias: bool = False,
+        rotary: bool = False,
+        rotary_theta: float = 100.0,
     ):
         super().__init__()
         if num_tokens < 1 or max_seq_len < 1:
@@ -71,7 +73,11 @@ class TokenTransformer(nn.Module):
         # absolute embeddings have to learn otherwise; it costs a (heads, n, n) tensor per forward
         self.rel_pos_bias = ContinuousPositionBias(dim=dim_head, heads=heads, num_dims=3) if rel_pos_bias else None
         self._bias_cache: tuple | None = None
+        # rotary self-attention over the (t, h, w) grid: query-key scores that depend on the offset between two
+        # tokens, so what is learned about a glyph at one place and time applies at every other
+        self.rotary = AxialRotary(dim_head, num_dims=3, theta=rotary_theta) if rotary else None
         self._pos_cache: dict = {}
+        self._rotary_cache: dict = {}
 
     @property
     def is_conditional(self) -> bool:
@@ -148,7 +154,13 @@ class TokenTransformer(nn.Module):
             context_kv = self.context_kv(text_embeds, text_mask)
 
         attn_bias = self._attn_bias(n, video_patch_shape, x.device) if exists(self.rel_pos_bias) else None
-        return self.transformer(tokens, mask=video_mask, attn_bias=attn_bias, context_kv=context_kv)
+        rotary = None
+        if exists(self.rotary):
+            key = (n, *self._grid_shape(n, video_patch_shape), str(x.device))
+            if key not in self._rotary_cache:
+                self._rotary_cache = {key: self.rotary(t_idx, h_idx, w_idx)}
+            rotary = self._rotary_cache[key]
+        return self.transformer(tokens, mask=video_mask, attn_bias=attn_bias, context_kv=context_kv, rotary=rotary)
 
     def _attn_bias(self, n: int, video_patch_shape: tuple[int, int] | None, device) -> Tensor:
         """The relative position bias (heads, n, n). Without gradients (every decoding step of `sample`) it is
@@ -196,6 +208,10 @@ class MaskGit(ConfigMixin, nn.Module):
     `rel_pos_bias=True` adds a learned self-attention bias from the (frame, row, column) offset between two
     tokens (an MLP over log-scaled offsets, shared by all layers), a locality prior on top of the absolute
     position embeddings. It keeps a (heads, n, n) bias per forward, so it is for short token sequences.
+    `rotary=True` rotates the self-attention queries and keys by each token's (frame, row, column) (`AxialRotary`,
+    frequencies down to `1 / rotary_theta` radians per step): attention scores then depend on the offset between
+    two tokens, so a shape learned at one place and time is recognised at every other. It adds no weights and,
+    unlike `rel_pos_bias`, no (n, n) tensor, so the fused attention kernels still apply.
     """
 
     @typechecked
@@ -218,6 +234,8 @@ class MaskGit(ConfigMixin, nn.Module):
         tie_embeddings: bool = False,
         gradient_checkpointing: bool = False,
         rel_pos_bias: bool = False,
+        rotary: bool = False,
+        rotary_theta: float = 100.0,
     ):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
@@ -242,9 +260,17 @@ class MaskGit(ConfigMixin, nn.Module):
             ff_dropout=ff_dropout,
             gradient_checkpointing=gradient_checkpointing,
             rel_pos_bias=rel_pos_bias,
+            rotary=rotary,
+            rotary_theta=rotary_theta,
         )
         self.tie_embeddings = tie_embeddings
         self.to_logits = TiedLogits(self.trunk.token_emb, num_tokens, dim) if tie_embeddings else nn.Linear(dim, num_tokens)
+
+    @classmethod
+    def upgrade_config(cls, config: dict) -> dict:
+        """Configs saved before rotary self-attention existed rebuild the model they were trained as (no rotation)."""
+        config.setdefault("rotary", False)
+        return config
 
     num_tokens = property(lambda self: self.trunk.num_tokens)
     mask_id = property(lambda self: self.trunk.mask_id)
@@ -309,7 +335,7 @@ class TokenCritic(ConfigMixin, nn.Module):
 
         critic = TokenCritic(num_tokens=5000, max_seq_len=1024, dim=512, dim_context=768, depth=6, has_cross_attn=True)
 
-    `gradient_checkpointing=True` as for MaskGit.
+    `gradient_checkpointing=True`, `rel_pos_bias` and `rotary` as for MaskGit.
     """
 
     @typechecked
@@ -329,6 +355,8 @@ class TokenCritic(ConfigMixin, nn.Module):
         ff_dropout: float = 0.0,
         gradient_checkpointing: bool = False,
         rel_pos_bias: bool = False,
+        rotary: bool = False,
+        rotary_theta: float = 100.0,
     ):
         super().__init__()
         if has_cross_attn and not exists(dim_context):
@@ -346,8 +374,16 @@ class TokenCritic(ConfigMixin, nn.Module):
             ff_dropout=ff_dropout,
             gradient_checkpointing=gradient_checkpointing,
             rel_pos_bias=rel_pos_bias,
+            rotary=rotary,
+            rotary_theta=rotary_theta,
         )
         self.to_logits = nn.Linear(dim, 1)
+
+    @classmethod
+    def upgrade_config(cls, config: dict) -> dict:
+        """Configs saved before rotary self-attention existed rebuild the model they were trained as (no rotation)."""
+        config.setdefault("rotary", False)
+        return config
 
     num_tokens = property(lambda self: self.trunk.num_tokens)
     has_cross_attn = property(lambda self: self.trunk.is_conditional)

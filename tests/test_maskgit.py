@@ -303,3 +303,80 @@ def test_relative_position_bias_is_computed_once_per_decoding_but_follows_weight
         after = trunk._attn_bias(48, (4, 4), torch.device("cpu"))
     assert after is not first and not torch.allclose(after, first)
     torch.testing.assert_close(after, trunk.rel_pos_bias(3, 4, 4))  # the cache holds what a fresh call gives
+
+
+def test_axial_rotary_scores_depend_only_on_the_grid_offset():
+    from phenaki_pytorch.attention import AxialRotary, apply_rotary
+
+    rotary = AxialRotary(dim_head=16, num_dims=3)  # 8 pairs: 2 per axis, the last 2 channels left unrotated
+    assert rotary.rotated_dim == 12
+    t, h, w = torch.meshgrid(torch.arange(3), torch.arange(4), torch.arange(4), indexing="ij")
+    rotations = rotary(t.flatten(), h.flatten(), w.flatten())
+    assert rotations.shape == (48, 8) and rotations.is_complex()
+    q, k = torch.randn(2, 1, 1, 16).expand(-1, 48, 2, -1).unbind(0)  # the same query and key at every position
+    q_rot, k_rot = apply_rotary(q[None], rotations)[0], apply_rotary(k[None], rotations)[0]
+    torch.testing.assert_close(q_rot.norm(dim=-1), q.norm(dim=-1))  # a rotation keeps the length
+    torch.testing.assert_close(q_rot[..., 12:], q[..., 12:])  # the leftover channels are not rotated
+    torch.testing.assert_close(q_rot[0], q[0])  # the origin is not rotated
+    assert apply_rotary(q[None].bfloat16(), rotations).dtype == torch.bfloat16
+    scores = torch.einsum("ihd,jhd->hij", q_rot, k_rot)
+
+    def index(t, h, w):
+        return (t * 4 + h) * 4 + w
+
+    # the same (frame, row, column) offset scores the same anywhere on the grid; another offset does not
+    torch.testing.assert_close(scores[:, index(0, 0, 0), index(1, 2, 1)], scores[:, index(1, 1, 2), index(2, 3, 3)])
+    torch.testing.assert_close(scores[:, index(2, 0, 3), index(2, 0, 0)], scores[:, index(0, 3, 3), index(0, 3, 0)])
+    for other in (index(1, 1, 2), index(0, 2, 1), index(1, 2, 0)):
+        assert not torch.allclose(scores[:, index(0, 0, 0), index(1, 2, 1)], scores[:, index(0, 0, 0), other])
+    with pytest.raises(ValueError, match="dim_head"):
+        AxialRotary(dim_head=4, num_dims=3)
+
+
+def test_rotary_maskgit_and_critic_use_the_rotation_and_round_trip(tmp_path):
+    torch.manual_seed(0)
+    maskgit = MaskGit(num_tokens=64, max_seq_len=48, dim=32, depth=1, dim_context=TEXT_DIM, heads=2, dim_head=16,
+                      rotary=True).eval()
+    plain = MaskGit(num_tokens=64, max_seq_len=48, dim=32, depth=1, dim_context=TEXT_DIM, heads=2, dim_head=16).eval()
+    plain.load_state_dict(maskgit.state_dict())  # the rotation has no weights: same parameters, other attention
+    ids = torch.randint(0, 65, (2, 48))
+    text = torch.randn(2, 5, TEXT_DIM)
+    with torch.no_grad():
+        out = maskgit(ids, text_embeds=text, video_patch_shape=(4, 4))
+        assert not torch.allclose(out, plain(ids, text_embeds=text, video_patch_shape=(4, 4)))
+        # the cached rotation of one grid is not reused for another grid of the same length
+        other = maskgit(ids, text_embeds=text, video_patch_shape=(2, 8))
+        assert not torch.allclose(out, other)
+        torch.testing.assert_close(maskgit(ids, text_embeds=text, video_patch_shape=(4, 4)), out)
+        maskgit.save_pretrained(tmp_path)
+        loaded = MaskGit.from_pretrained(tmp_path).eval()
+        assert loaded.trunk.rotary is not None
+        torch.testing.assert_close(loaded(ids, text_embeds=text, video_patch_shape=(4, 4)), out)
+    critic = TokenCritic(num_tokens=64, max_seq_len=48, dim=32, depth=1, heads=2, dim_head=16, rotary=True)
+    critic(torch.randint(0, 64, (2, 48)), video_patch_shape=(4, 4)).sum().backward()
+    assert all(p.grad is not None for p in critic.parameters())
+    assert tiny_maskgit().trunk.rotary is None
+
+
+def test_a_config_saved_before_rotary_existed_loads_without_it(tmp_path):
+    import json
+
+    from phenaki_pytorch.serialization import _payload_digest
+
+    maskgit = MaskGit(num_tokens=64, max_seq_len=48, dim=32, depth=1, dim_context=TEXT_DIM, heads=2, dim_head=16,
+                      rotary=False).eval()
+    maskgit.save_pretrained(tmp_path)
+    payload = json.loads((tmp_path / "config.json").read_text())
+    for name in ("rotary", "rotary_theta"):  # what an older release wrote
+        del payload["config"][name]
+    payload["config_sha256"] = _payload_digest(payload)
+    (tmp_path / "config.json").write_text(json.dumps(payload))
+    loaded = MaskGit.from_pretrained(tmp_path).eval()
+    assert loaded.trunk.rotary is None and loaded.config["rotary"] is False
+    ids, text = torch.randint(0, 65, (2, 48)), torch.randn(2, 5, TEXT_DIM)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(ids, text_embeds=text, video_patch_shape=(4, 4)), maskgit(ids, text_embeds=text, video_patch_shape=(4, 4))
+        )
+    assert TokenCritic.upgrade_config({"dim": 8})["rotary"] is False
+    assert MaskGit.upgrade_config({"rotary": True})["rotary"] is True

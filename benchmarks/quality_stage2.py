@@ -24,6 +24,7 @@ downloaded here, and the benchmark asks about composition of known words, not la
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -191,14 +192,21 @@ def story_jumps(phenaki, seed, out):
                 jumps.append(report.jump)
                 motions.append(report.motion)
                 videos.append(story.video)
-            jump = sum(jumps) / len(jumps)
-            motion = sum(motions) / len(motions)
+            # a story whose frames beside every cut show no glyph has no jump to measure (NaN): average the rest
+            # and say how many there were, rather than letting one NaN hide the whole row
+            measured = [value for value in jumps if math.isfinite(value)]
+            moving = [value for value in motions if math.isfinite(value)]
+            jump = sum(measured) / len(measured) if measured else float("nan")
+            motion = sum(moving) / len(moving) if moving else float("nan")
             rows[f"{set_name}, {prime} {prime_with}"] = {
                 "jump_px": round(jump, 2), "motion_px_per_frame": round(motion, 2),
                 "ratio": round(jump / motion, 2) if motion else None,
+                "stories_without_a_measurable_cut": len(jumps) - len(measured),
             }
+            unmeasured = f" ({len(jumps) - len(measured)} of {len(jumps)} stories had no glyph beside a cut)"
             print(f"{set_name} stories, {prime} primed frames ({prime_with}): jump {jump:.2f} px at cuts, motion "
-                  f"{motion:.2f} px/frame inside scenes, ratio {jump / max(motion, 1e-6):.2f}", flush=True)
+                  f"{motion:.2f} px/frame inside scenes, ratio {jump / max(motion, 1e-6):.2f}"
+                  f"{unmeasured if len(measured) < len(jumps) else ''}", flush=True)
             if prime == 5:
                 strip = torch.cat(videos)  # (stories, 3, f, h, w): every other frame side by side
                 tiles = torch.cat(list(strip[:, :, ::2].unbind(2)), dim=-1).unsqueeze(2)

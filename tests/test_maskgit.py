@@ -337,7 +337,8 @@ def test_rotary_maskgit_and_critic_use_the_rotation_and_round_trip(tmp_path):
     torch.manual_seed(0)
     maskgit = MaskGit(num_tokens=64, max_seq_len=48, dim=32, depth=1, dim_context=TEXT_DIM, heads=2, dim_head=16,
                       rotary=True).eval()
-    plain = MaskGit(num_tokens=64, max_seq_len=48, dim=32, depth=1, dim_context=TEXT_DIM, heads=2, dim_head=16).eval()
+    plain = MaskGit(num_tokens=64, max_seq_len=48, dim=32, depth=1, dim_context=TEXT_DIM, heads=2, dim_head=16,
+                    rotary=False).eval()
     plain.load_state_dict(maskgit.state_dict())  # the rotation has no weights: same parameters, other attention
     ids = torch.randint(0, 65, (2, 48))
     text = torch.randn(2, 5, TEXT_DIM)
@@ -355,7 +356,7 @@ def test_rotary_maskgit_and_critic_use_the_rotation_and_round_trip(tmp_path):
     critic = TokenCritic(num_tokens=64, max_seq_len=48, dim=32, depth=1, heads=2, dim_head=16, rotary=True)
     critic(torch.randint(0, 64, (2, 48)), video_patch_shape=(4, 4)).sum().backward()
     assert all(p.grad is not None for p in critic.parameters())
-    assert tiny_maskgit().trunk.rotary is None
+    assert tiny_maskgit().trunk.rotary is not None and tiny_critic().trunk.rotary is None  # the defaults
 
 
 def test_a_config_saved_before_rotary_existed_loads_without_it(tmp_path):

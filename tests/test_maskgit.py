@@ -381,3 +381,15 @@ def test_a_config_saved_before_rotary_existed_loads_without_it(tmp_path):
         )
     assert TokenCritic.upgrade_config({"dim": 8})["rotary"] is False
     assert MaskGit.upgrade_config({"rotary": True})["rotary"] is True
+
+
+def test_rotary_refuses_a_kv_cache():
+    from phenaki_pytorch.attention import AxialRotary, KVCache, Transformer
+
+    transformer = Transformer(16, 1, dim_head=8, heads=2).eval()
+    rotations = AxialRotary(8, num_dims=1)(torch.arange(4))
+    x = torch.randn(1, 4, 16)
+    with torch.no_grad():
+        assert transformer(x, rotary=rotations).shape == (1, 4, 16)
+        with pytest.raises(ValueError, match="kv_cache"):
+            transformer(x, rotary=rotations, kv_cache=KVCache())

@@ -453,9 +453,12 @@ class AxialRotary(nn.Module):
         super().__init__()
         pairs = dim_head // 2 // num_dims
         if pairs < 1 or dim_head % 2:
-            raise ValueError(f"AxialRotary needs an even dim_head >= {2 * num_dims} for {num_dims} axes, got {dim_head}")
-        if theta <= 1:
-            raise ValueError(f"rotary theta must be > 1, got {theta}")
+            raise ValueError(
+                f"rotary self-attention over {num_dims} axes needs an even dim_head >= {2 * num_dims}, got "
+                f"dim_head={dim_head} (pass rotary=False for narrower heads)"
+            )
+        if not theta > 1:
+            raise ValueError(f"rotary_theta must be > 1, got {theta}")
         self.num_dims = num_dims
         self.dim_head = dim_head
         self.rotated_dim = 2 * pairs * num_dims

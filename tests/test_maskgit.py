@@ -331,6 +331,10 @@ def test_axial_rotary_scores_depend_only_on_the_grid_offset():
         assert not torch.allclose(scores[:, index(0, 0, 0), index(1, 2, 1)], scores[:, index(0, 0, 0), other])
     with pytest.raises(ValueError, match="dim_head"):
         AxialRotary(dim_head=4, num_dims=3)
+    with pytest.raises(ValueError, match=r"dim_head >= 6, got dim_head=4 \(pass rotary=False"):
+        MaskGit(num_tokens=64, max_seq_len=48, dim=32, depth=1, dim_context=TEXT_DIM, heads=2, dim_head=4)
+    assert MaskGit(num_tokens=64, max_seq_len=48, dim=32, depth=1, dim_context=TEXT_DIM, heads=2, dim_head=4,
+                   rotary=False).trunk.rotary is None
 
 
 def test_rotary_maskgit_and_critic_use_the_rotation_and_round_trip(tmp_path):
@@ -345,9 +349,12 @@ def test_rotary_maskgit_and_critic_use_the_rotation_and_round_trip(tmp_path):
     with torch.no_grad():
         out = maskgit(ids, text_embeds=text, video_patch_shape=(4, 4))
         assert not torch.allclose(out, plain(ids, text_embeds=text, video_patch_shape=(4, 4)))
-        # the cached rotation of one grid is not reused for another grid of the same length
+        # the cached rotation of one grid is not reused for another grid of the same length: a (2, 8) forward after
+        # the (4, 4) one gives what it gives on a model that has seen no other grid
         other = maskgit(ids, text_embeds=text, video_patch_shape=(2, 8))
         assert not torch.allclose(out, other)
+        maskgit.trunk._rotary_cache.clear()
+        torch.testing.assert_close(maskgit(ids, text_embeds=text, video_patch_shape=(2, 8)), other)
         torch.testing.assert_close(maskgit(ids, text_embeds=text, video_patch_shape=(4, 4)), out)
         maskgit.save_pretrained(tmp_path)
         loaded = MaskGit.from_pretrained(tmp_path).eval()

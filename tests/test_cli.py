@@ -84,6 +84,25 @@ def test_story_writes_one_video(checkpoint, tmp_path):
     assert read_video(out).shape[1] == 9
 
 
+def test_story_passes_the_continuation_guidance(checkpoint, tmp_path, monkeypatch):
+    import phenaki_pytorch.story as story_module
+
+    seen = []
+    original = story_module.sample_story
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("continuation_cond_scale"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(story_module, "sample_story", spy)
+    story = tmp_path / "story.txt"
+    story.write_text("5 a red square moving left\n4 a blue circle moving up\n")
+    base = ["story", "--checkpoint", str(checkpoint), str(story), "--fps", "4", "--steps", "1"]
+    assert main([*base, "--out", str(tmp_path / "a.gif")]) == 0
+    assert main([*base, "--out", str(tmp_path / "b.gif"), "--continuation-cond-scale", "2.5"]) == 0
+    assert seen == [None, 2.5]  # None: sample_story's default, half of --cond-scale
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "phenaki_pytorch.cli", *args], capture_output=True, text=True, timeout=120)
 

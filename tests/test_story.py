@@ -165,3 +165,19 @@ def test_token_priming_falls_back_to_frames_after_a_cut_chunk(phenaki, monkeypat
     assert calls[1][0].get("prime_frames") is not None and calls[1][0].get("prime_codebook_ids") is None
     with pytest.raises(ValueError, match="prime_with"):
         sample_story(phenaki, [("a", 5)], prime_with="pixels")
+
+
+@pytest.mark.parametrize("prime_with", ["tokens", "frames"])
+def test_continuation_windows_get_their_own_guidance(phenaki, monkeypatch, prime_with):
+    calls = record_calls(phenaki, monkeypatch)
+    sample_story(phenaki, [("a", 9), ("b", 8)], window_frames=9, prime_frames=5, prime_with=prime_with, steps=1,
+                 show_progress=False)
+    scales = [kwargs["cond_scale"] for kwargs, _ in calls]
+    assert len(scales) >= 3 and scales[0] == 3.0 and all(scale == 1.5 for scale in scales[1:])  # default: half
+    calls.clear()
+    sample_story(phenaki, [("a", 9), ("b", 8)], window_frames=9, prime_frames=5, prime_with=prime_with, steps=1,
+                 cond_scale=4.0, continuation_cond_scale=4.0, show_progress=False)
+    assert [kwargs["cond_scale"] for kwargs, _ in calls] == [4.0] * len(calls)
+    with pytest.raises(ValueError, match="continuation_cond_scale"):
+        sample_story(phenaki, [("a", 5)], continuation_cond_scale=float("nan"), show_progress=False)
+

@@ -10,6 +10,7 @@ from .common import (
     add_sampling_flags,
     check_device,
     check_output_path,
+    finite_float,
     load_pretrained,
     non_negative_float,
     non_negative_int,
@@ -46,6 +47,10 @@ def register(sub) -> None:
         help="refuse stories longer than this many frames (default: one hour at --fps)",
     )
     add_sampling_flags(story)
+    story.add_argument(
+        "--continuation-cond-scale", type=finite_float, default=None,
+        help="guidance of the windows that continue from context (default: half of --cond-scale)",
+    )
     story.set_defaults(func=cmd_story)
 
 
@@ -178,6 +183,7 @@ def cmd_story(args) -> int:
             scenes,
             prime_frames=args.prime_frames,
             cond_scale=args.cond_scale,
+            continuation_cond_scale=args.continuation_cond_scale,
             steps=args.steps,
             top_k=args.top_k,
             top_p=args.top_p,

@@ -361,7 +361,8 @@ def stage2(args, cvivit=None):
               f"{'probe FD':>9}{'s/sample':>9}")
     rows = []
     # the same judge on the real clips and on the tokenizer's reconstructions of them: what a perfect MaskGit
-    # could score through this tokenizer (its FD is against the very clips it reconstructs, so it is a floor)
+    # could score through this tokenizer (the reconstructions' FD is against the very clips they reconstruct, so
+    # it reads lower than a sampler of the same quality would get)
     for name, report in reference_reports(cvivit, real, prompts, probe, held_out).items():
         results.setdefault("reference", {})[name] = report.as_dict()
         rows.append(report_row(name, report, None))

@@ -180,4 +180,3 @@ def test_continuation_windows_get_their_own_guidance(phenaki, monkeypatch, prime
     assert [kwargs["cond_scale"] for kwargs, _ in calls] == [4.0] * len(calls)
     with pytest.raises(ValueError, match="continuation_cond_scale"):
         sample_story(phenaki, [("a", 5)], continuation_cond_scale=float("nan"), show_progress=False)
-

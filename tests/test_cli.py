@@ -100,7 +100,7 @@ def test_story_passes_the_continuation_guidance(checkpoint, tmp_path, monkeypatc
     base = ["story", "--checkpoint", str(checkpoint), str(story), "--fps", "4", "--steps", "1"]
     assert main([*base, "--out", str(tmp_path / "a.gif")]) == 0
     assert main([*base, "--out", str(tmp_path / "b.gif"), "--continuation-cond-scale", "2.5"]) == 0
-    assert seen == [None, 2.5]  # None: sample_story's default, half of --cond-scale
+    assert seen == [None, 2.5]  # None: sample_story's default, --cond-scale
 
 
 def run_cli(*args):

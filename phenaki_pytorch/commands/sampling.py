@@ -49,7 +49,7 @@ def register(sub) -> None:
     add_sampling_flags(story)
     story.add_argument(
         "--continuation-cond-scale", type=finite_float, default=None,
-        help="guidance of the windows that continue from context (default: half of --cond-scale)",
+        help="guidance of the windows that continue from context (default: --cond-scale)",
     )
     story.set_defaults(func=cmd_story)
 

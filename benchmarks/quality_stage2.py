@@ -123,13 +123,17 @@ def reference_reports(cvivit, real, prompts, probe, held_out, batch=64):
 
 
 def report_row(name, report, seconds):
+    """One table row of a judged set (printed now, with its per-frame shape accuracy under it) for the summary."""
     acc = report.accuracy
-    return (
+    row = (
         f"{name:<22}"
         + "".join(f"{acc[a]['seen']:>6.0%}/{acc[a]['held_out']:<5.0%}" for a in ("shape", "color", "direction"))
         + f"{report.temporal_consistency:>9.0%}{report.probe_frechet:>9.2f}"
         + (f"{seconds:>9.3f}" if seconds is not None else f"{'':>9}")
     )
+    print(row, flush=True)
+    print(f"{'':<22}shape by frame: " + " ".join(f"{a:.0%}" for a in report.shape_by_frame), flush=True)
+    return row
 
 
 def grid_picture(real, samples, prompts, path, count=12):
@@ -366,8 +370,6 @@ def stage2(args, cvivit=None):
     for name, report in reference_reports(cvivit, real, prompts, probe, held_out).items():
         results.setdefault("reference", {})[name] = report.as_dict()
         rows.append(report_row(name, report, None))
-        print(rows[-1], flush=True)
-        print(f"{'':<22}shape by frame: " + " ".join(f"{a:.0%}" for a in report.shape_by_frame), flush=True)
     for index, variant in enumerate(variants):
         name = variant.get("name") or json.dumps({k: v for k, v in variant.items()})
         started = time.perf_counter()
@@ -378,8 +380,6 @@ def stage2(args, cvivit=None):
         report = judge_prompt_samples(videos, prompts, probe, held_out=held_out, real_videos=real)
         results["variants"][name] = {**report.as_dict(), "seconds_per_sample": round(seconds, 3), "kwargs": variant}
         rows.append(report_row(name, report, seconds))
-        print(rows[-1], flush=True)
-        print(f"{'':<22}shape by frame: " + " ".join(f"{a:.0%}" for a in report.shape_by_frame), flush=True)
         if index == 0 or name == "critic":
             shown = grid_picture(real, videos, prompts, out / f"samples_{name}.png")
             results["variants"][name]["grid_prompts"] = shown

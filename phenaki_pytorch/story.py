@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .phenaki import Phenaki
+from .phenaki import Phenaki, _check_finite
 from .typecheck import typechecked
 
 
@@ -130,8 +130,7 @@ def sample_story(
         raise ValueError(f"fps must be a positive finite number, got {fps}")
     if continuation_cond_scale is None:
         continuation_cond_scale = cond_scale
-    elif isinstance(continuation_cond_scale, bool) or not math.isfinite(continuation_cond_scale):
-        raise ValueError(f"continuation_cond_scale must be a finite number or None, got {continuation_cond_scale!r}")
+    _check_finite("continuation_cond_scale", continuation_cond_scale)  # before the first window, not at the second
     cvivit = phenaki.cvivit
     tp = cvivit.temporal_patch_size
     tokens_per_frame = cvivit.tokens_per_frame()

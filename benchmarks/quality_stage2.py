@@ -15,8 +15,13 @@ spread over all 156 unless --all-prompts) and judged by the glyph probe:
 and, before the samples, the same judge on the real clips (a check of the judge) and on the tokenizer's
 reconstructions of them (the most any sampler can reach through this tokenizer).
 
+Stage 1's tokenizer keeps the 1024 codes the tokenizer-fidelity benchmark fixes; for stage 2 a 128-code tokenizer
+(`--cvivit '{"codebook_size": 128}'`) reconstructs as well and lets MaskGit learn much faster in the same minutes
+("The tokenizer's codebook size" in examples/demo_results.md).
+
     python benchmarks/quality.py --stage 2 --tokenizer runs/tok --s2-minutes 12
     python benchmarks/quality.py --stage both --minutes 8 --s2-minutes 12          # the issue's 20-minute budget
+    python benchmarks/quality.py --stage both --minutes 7 --s2-minutes 13 --cvivit '{"codebook_size": 128}'
     python benchmarks/quality.py --stage 2 --tokenizer runs/tok --load-phenaki runs/ph \\
         --variants '[{"remasking": "confidence"}, {"remasking": "critic", "critic_cond_scale": 3.0}]'
 

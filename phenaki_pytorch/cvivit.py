@@ -186,6 +186,7 @@ class PixelHead(nn.Module):
         kind: str = "conv",
         head_dim: int = 16,
         head_depth: int = 1,
+        first_frame: str = "image",
     ):
         super().__init__()
         if kind not in ("linear", "conv"):
@@ -194,10 +195,13 @@ class PixelHead(nn.Module):
         ph, pw = patch_size
         tp = temporal_patch_size
         out = channels if kind == "linear" else head_dim
-        self.to_first = nn.Sequential(
-            nn.Linear(dim, out * ph * pw),
-            Rearrange("b 1 h w (c p1 p2) -> b c 1 (h p1) (w p2)", p1=ph, p2=pw),
-        )
+        # first_frame="tubelet": the first token frame is decoded like any tubelet and its last frame kept
+        self.to_first = None
+        if first_frame == "image":
+            self.to_first = nn.Sequential(
+                nn.Linear(dim, out * ph * pw),
+                Rearrange("b 1 h w (c p1 p2) -> b c 1 (h p1) (w p2)", p1=ph, p2=pw),
+            )
         self.to_rest = nn.Sequential(
             nn.Linear(dim, out * tp * ph * pw),
             Rearrange("b t h w (c pt p1 p2) -> b c (t pt) (h p1) (w p2)", pt=tp, p1=ph, p2=pw),
@@ -220,13 +224,13 @@ class PixelHead(nn.Module):
     def last_layers(self) -> list[Tensor]:
         """Weights of the layer(s) that produce pixels: where VQGAN's adaptive weight compares gradients."""
         if self.refine is None:
-            return [self.to_first[0].weight, self.to_rest[0].weight]
+            return [head[0].weight for head in (self.to_first, self.to_rest) if head is not None]
         return [self.to_pixels[-1].weight]
 
     def forward(self, x: Tensor, starts_at_first_frame: bool = True) -> Tensor:
         """`starts_at_first_frame=False` for a later chunk of token frames (all of them tubelets)."""
         if starts_at_first_frame:
-            frames = self.to_first(x[:, :1])
+            frames = self.to_rest(x[:, :1])[:, :, -1:] if self.to_first is None else self.to_first(x[:, :1])
             if x.shape[1] > 1:
                 frames = torch.cat((frames, self.to_rest(x[:, 1:])), dim=2)
         else:
@@ -329,6 +333,7 @@ class CViViT(ConfigMixin, nn.Module):
         pixel_head: str = "conv",
         pixel_head_dim: int = 16,
         pixel_head_depth: int = 1,
+        first_frame: str = "image",
         kmeans_init: bool = True,
         threshold_ema_dead_code: float = 2.0,
         discr_start_step: int = 10000,
@@ -338,6 +343,8 @@ class CViViT(ConfigMixin, nn.Module):
         for name, value in (("dim", dim), ("temporal_patch_size", temporal_patch_size), ("channels", channels)):
             if value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
+        if first_frame not in ("image", "tubelet"):
+            raise ValueError(f"first_frame must be 'image' or 'tubelet', got {first_frame!r}")
         if gan_loss not in ("hinge", "bce"):
             raise ValueError(f"gan_loss must be 'hinge' or 'bce', got {gan_loss!r}")
         if discr_start_step < 0:
@@ -364,12 +371,18 @@ class CViViT(ConfigMixin, nn.Module):
         first_dim = channels * ph * pw
         rest_dim = channels * tp * ph * pw
 
-        self.to_first_frame_tokens = nn.Sequential(
-            Rearrange("b c 1 (h p1) (w p2) -> b 1 h w (c p1 p2)", p1=ph, p2=pw),
-            nn.LayerNorm(first_dim),
-            nn.Linear(first_dim, dim),
-            nn.LayerNorm(dim),
-        )
+        # first_frame="image" (Phenaki): the first frame has its own patch embedding and decoder projection, and
+        # its ids a vocabulary of their own; "tubelet": it is repeated into a tubelet and shares everything with
+        # the later frames (MAGVIT's replicate padding)
+        self.first_frame = first_frame
+        self.to_first_frame_tokens = None
+        if first_frame == "image":
+            self.to_first_frame_tokens = nn.Sequential(
+                Rearrange("b c 1 (h p1) (w p2) -> b 1 h w (c p1 p2)", p1=ph, p2=pw),
+                nn.LayerNorm(first_dim),
+                nn.Linear(first_dim, dim),
+                nn.LayerNorm(dim),
+            )
         self.to_rest_tokens = nn.Sequential(
             Rearrange("b c (t pt) (h p1) (w p2) -> b t h w (c pt p1 p2)", pt=tp, p1=ph, p2=pw),
             nn.LayerNorm(rest_dim),
@@ -405,7 +418,8 @@ class CViViT(ConfigMixin, nn.Module):
         )
 
         self.pixel_head = PixelHead(
-            dim, channels, self.patch_size, tp, kind=pixel_head, head_dim=pixel_head_dim, head_depth=pixel_head_depth
+            dim, channels, self.patch_size, tp, kind=pixel_head, head_dim=pixel_head_dim, head_depth=pixel_head_depth,
+            first_frame=first_frame,
         )
 
         # adversarial training, after a warm-up of `discr_start_step` training steps (VQGAN's discriminator start):
@@ -551,7 +565,11 @@ class CViViT(ConfigMixin, nn.Module):
     def encode(self, video: Tensor) -> Tensor:
         """Continuous latents (b, t, h, w, d) before quantization."""
         video, _ = self._as_video(video)
-        tokens = self.to_first_frame_tokens(video[:, :, :1])
+        first = video[:, :, :1]
+        if self.to_first_frame_tokens is None:  # first_frame="tubelet"
+            tokens = self.to_rest_tokens(first.expand(-1, -1, self.temporal_patch_size, -1, -1))
+        else:
+            tokens = self.to_first_frame_tokens(first)
         if video.shape[2] > 1:
             tokens = torch.cat((tokens, self.to_rest_tokens(video[:, :, 1:])), dim=1)
         tokens = self._spatial(self.enc_spatial, self.enc_spatial_bias, tokens)

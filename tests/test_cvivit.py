@@ -74,9 +74,10 @@ def test_geometry_helpers(cvivit):
         cvivit.num_token_frames(10)
 
 
-def test_causal_in_time():
+@pytest.mark.parametrize("first_frame", ["image", "tubelet"])
+def test_causal_in_time(first_frame):
     torch.manual_seed(0)
-    cvivit = tiny_cvivit(temporal_depth=2, spatial_depth=2).eval()
+    cvivit = tiny_cvivit(temporal_depth=2, spatial_depth=2, first_frame=first_frame).eval()
     video = torch.rand(2, 3, 9, 32, 32)
     for cut in (1, 3, 5, 7):  # frames >= cut change; token frame k covers frames 2k-1, 2k
         changed = video.clone()
@@ -94,6 +95,34 @@ def test_causal_in_time():
         torch.testing.assert_close(recon_a[:, :, :frames_kept], recon_b[:, :, :frames_kept])
         # and the change is visible afterwards (the test could fail)
         assert not torch.allclose(latents_a[:, keep:], latents_b[:, keep:])
+
+
+def test_first_frame_as_a_tubelet(tmp_path):
+    torch.manual_seed(0)
+    cvivit = tiny_cvivit(first_frame="tubelet", use_gan=False)
+    names = [name for name, _ in cvivit.named_parameters()]
+    assert not any(name.startswith(("to_first_frame_tokens.", "pixel_head.to_first.")) for name in names)
+    video = torch.rand(2, 3, 5, 32, 32)
+    cvivit(video).backward()  # trains: every parameter it has gets a gradient
+    assert all(p.grad is not None for p in cvivit.generator_parameters())
+    cvivit.eval()
+    # the first frame is encoded as the tubelet of that frame repeated: the same latents as a video that starts
+    # with the frame repeated, up to the temporal transformer's causal context
+    image = video[:, :, 0]
+    with torch.no_grad():
+        expected = cvivit.to_rest_tokens(image[:, :, None].expand(-1, -1, 2, -1, -1))
+        expected = cvivit._temporal(cvivit.enc_temporal, cvivit._spatial(cvivit.enc_spatial, cvivit.enc_spatial_bias,
+                                                                         expected))
+        torch.testing.assert_close(cvivit.encode(image), expected)
+        assert cvivit.decode_from_codebook_indices(cvivit.tokenize(image)).shape == (2, 3, 1, 32, 32)
+    cvivit.save_pretrained(tmp_path / "tok")
+    loaded = CViViT.from_pretrained(tmp_path / "tok").eval()
+    assert loaded.first_frame == "tubelet"
+    assert torch.equal(loaded.tokenize(video), cvivit.tokenize(video))
+    # the linear head has one projection fewer for the adaptive GAN weight to compare
+    assert len(tiny_cvivit(first_frame="tubelet", pixel_head="linear").pixel_head.last_layers()) == 1
+    with pytest.raises(ValueError, match="first_frame must be 'image' or 'tubelet', got 'frame'"):
+        tiny_cvivit(first_frame="frame")
 
 
 def test_encode_decode_round_trip_of_ids():

@@ -154,10 +154,10 @@ def test_gan_step_is_saved_and_old_weights_still_load(tmp_path):
     cvivit.gan_step.fill_(7)
     state = cvivit.state_dict()
     assert int(state["gan_step"]) == 7
-    old = {k: v for k, v in tiny(pixel_head="linear").state_dict().items() if k != "gan_step"}
+    old = {k: v for k, v in tiny(pixel_head="linear", first_frame="image").state_dict().items() if k != "gan_step"}
     old = {k.replace("pixel_head.to_first.", "to_first_frame_pixels.").replace("pixel_head.to_rest.", "to_rest_pixels."): v
            for k, v in old.items()}
-    fresh = tiny(pixel_head="linear")
+    fresh = tiny(pixel_head="linear", first_frame="image")
     fresh.load_state_dict(old)  # a state dict written before the pixel head and the counter existed
     torch.testing.assert_close(fresh.pixel_head.to_first[0].weight, old["to_first_frame_pixels.0.weight"])
 
@@ -316,6 +316,7 @@ def test_a_tokenizer_saved_by_version_0_1_still_loads_and_tokenizes_the_same():
     expected = load_file(str(fixtures / "cvivit_v0_1_expected.safetensors"))
     cvivit = CViViT.from_pretrained(fixtures / "cvivit_v0_1").eval()
     assert cvivit.config["pixel_head"] == "linear" and cvivit.discr_start_step == 0
+    assert cvivit.first_frame == "image"  # as it was trained, whatever today's default
     assert torch.equal(cvivit.tokenize(expected["video"]), expected["ids"])
 
 

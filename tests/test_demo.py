@@ -112,14 +112,23 @@ def test_results_json_holds_the_judge_numbers(quick_run):
     assert saved["config"]["name"] == "quick" and saved["config"]["shapes"] == list(cfg.shapes)
 
 
-def test_preset_is_fp32_on_every_cpu_and_bf16_on_a_gpu_with_native_bf16(monkeypatch):
+def test_preset_by_native_bf16_fp32_coarse_on_an_avx2_cpu(monkeypatch):
     monkeypatch.setattr(demo, "native_bf16", lambda device: False)
-    fp32 = choose_preset("cpu")
+    coarse = choose_preset("cpu")  # AVX2 only: about a third of the fp32 speed, so a quarter of the tokens
     assert choose_preset("cuda").name == "fp32"  # a GPU without native bf16
     monkeypatch.setattr(demo, "native_bf16", lambda device: True)
     # a CPU with native bf16 keeps the small recipe (the bf16 one measured undertrained in 10 CPU minutes)
-    assert choose_preset("cpu").name == "fp32"
+    fp32 = choose_preset("cpu")
+    assert fp32.name == "fp32"
     bf16 = choose_preset("cuda")
+    # the coarse recipe is the fp32 one with 8 x 8 patches and more codes, nothing else
+    assert (coarse.name, coarse.precision) == ("fp32_coarse", "fp32")
+    assert coarse.tokenizer["patch_size"] == 2 * fp32.tokenizer["patch_size"] == 8
+    assert coarse.codebook_size > fp32.codebook_size
+    assert {k: v for k, v in coarse.tokenizer.items() if k != "patch_size"} == \
+        {k: v for k, v in fp32.tokenizer.items() if k != "patch_size"}
+    assert (coarse.maskgit, coarse.phenaki_trainer, coarse.shapes, coarse.held_out) == \
+        (fp32.maskgit, fp32.phenaki_trainer, fp32.shapes, fp32.held_out)
     assert (fp32.name, fp32.precision) == ("fp32", "fp32") and (bf16.name, bf16.precision) == ("bf16", "bf16")
 
     # fp32 is a cheaper recipe, not the bf16 one with fewer steps; both judge square against a round shape
@@ -185,6 +194,17 @@ def test_cli_quick_run(tmp_path, capsys):
     assert saved["config"]["name"] == "quick" and set(saved["accuracy"]["shape"]) == set(SPLITS)
     assert (out / "grid.png").is_file() and (out / "story.gif").is_file()
     assert "held_out" in capsys.readouterr().out  # the report table
+
+
+def test_cli_preset_names_reach_run_demo(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, **kwargs: seen.append(kwargs["config"]))
+    monkeypatch.setattr(demo, "native_bf16", lambda device: False)
+    for preset in ("fp32", "fp32_coarse", "bf16", "quick"):
+        assert main(["demo", "--preset", preset, "--out", str(tmp_path / preset)]) == 0
+    assert main(["demo", "--out", str(tmp_path / "auto"), "--device", "cpu"]) == 0  # auto, on an AVX2-only CPU
+    assert [cfg.name for cfg in seen] == ["fp32", "fp32_coarse", "bf16", "quick", "fp32_coarse"]
+    assert seen[1].tokenizer["patch_size"] == 8 and seen[0].tokenizer["patch_size"] == 4
 
 
 def _run(capsys, *argv):

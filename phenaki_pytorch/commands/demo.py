@@ -1,6 +1,6 @@
 """`phenaki demo`: the offline demo recipe (`phenaki_pytorch.demo.run_demo`) from the command line.
 
-    phenaki demo                          # about 10 minutes, the preset for this machine (fp32 on a CPU)
+    phenaki demo                          # about 10 minutes, the preset for this machine (fp32 or fp32_coarse on a CPU)
     phenaki demo --quick --out /tmp/demo  # a smoke run in seconds
     phenaki demo --preset bf16 --minutes 20 --text-encoder hashed
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .common import CommandError, check_device, integer, positive_float, positive_int
 
-PRESETS = ("auto", "fp32", "bf16", "quick")
+PRESETS = ("auto", "fp32", "fp32_coarse", "bf16", "quick")
 
 
 def register(sub) -> None:
@@ -28,7 +28,8 @@ def register(sub) -> None:
         "--preset",
         choices=PRESETS,
         default="auto",
-        help="auto: bf16 on a GPU with native bf16, else fp32 (a smaller recipe; on every CPU, measured better there); quick: a smoke run",
+        help="auto: bf16 on a GPU with native bf16; fp32 (a smaller recipe) on a CPU with avx512_bf16/amx_bf16 or another GPU; "
+        "fp32_coarse (8 x 8 patches, a quarter of the tokens) on an AVX2-only CPU; quick: a smoke run",
     )
     demo.add_argument("--quick", action="store_true", help="the same as --preset quick (samples will be poor)")
     demo.add_argument("--seed", type=integer, default=0, help="random seed (default 0)")

@@ -187,6 +187,24 @@ def test_held_out_pairings_order_and_duplicates():
     )
 
 
+def test_fp32_coarse_runs_end_to_end_on_80_token_clips(tmp_path):
+    # the real coarse recipe (sizes, 2048 codes, 8 x 8 patches), cut to a few steps and a few clips
+    cfg = dataclasses.replace(
+        DemoConfig.fp32_coarse(), train_clips=32, eval_clips=8, probe_steps=5, tokenizer_steps=2, maskgit_steps=2,
+        sample_steps=2, samples_per_prompt=1, seen_prompts_per_shape=1, max_held_out_prompts=1,
+        story=(("a red square moving right", 5), ("a red square moving down", 4)),
+    )
+    result = run_demo(tmp_path / "coarse", config=cfg, text_encoder="hashed", log=lambda message: None,
+                      show_progress=False)
+    tokenizer = CViViT.from_pretrained(result.tokenizer_dir)
+    assert tokenizer.patch_size == (8, 8) and tokenizer.codebook_size == 2048
+    assert tokenizer.tokens_per_frame(cfg.image_size) == 16
+    phenaki = Phenaki.from_pretrained(result.phenaki_dir, text_encoder=hashed_word_encoder())
+    assert phenaki.maskgit.max_seq_len == tokenizer.num_token_frames(cfg.num_frames) * 16 == 80
+    saved = json.loads(result.results_path.read_text())
+    assert saved["config"]["name"] == "fp32_coarse" and saved["steps"] == {"tokenizer": 2, "maskgit": 2}
+
+
 def test_cli_quick_run(tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["demo", "--quick", "--out", str(out)]) == 0

@@ -49,34 +49,29 @@ def frames_of(token_frame: int, temporal_patch_size: int) -> list[int]:
 
 @torch.no_grad()
 def fill_token_frame(phenaki, ids, prompts, token_frame, cond_scale, generator, batch=48):
-    """Mask token frame `token_frame` of `ids` (b, t, h, w), keep the rest, and let MaskGit fill it in.
+    """Mask token frame `token_frame` of `ids` (b, t, h, w), keep the rest, and let MaskGit fill it in
+    (`Phenaki.sample` with an inpainting mask, its default scheduler, confidence re-masking).
 
     Returns the filled ids and the one-pass argmax prediction of the masked frame (b, h * w)."""
-    b, _, h, w = ids.shape
-    hw = h * w
-    span = slice(token_frame * hw, (token_frame + 1) * hw)
+    b, t, h, w = ids.shape
+    span = slice(token_frame * h * w, (token_frame + 1) * h * w)
+    draw = torch.zeros(1, t, h, w, dtype=torch.bool)
+    draw[:, token_frame] = True
     guided = cond_scale != 1.0
+    num_frames = phenaki.cvivit.num_video_frames(t)
     filled, first_pass = [], []
     for i in range(0, b, batch):
         texts = prompts[i : i + batch]
         embeds, mask = phenaki._text_condition(texts, None, None, len(texts))
         context_kv = phenaki.prepare_context(embeds, mask, guided=guided)
         seq = rearrange(ids[i : i + batch], "b t h w -> b (t h w)").clone()
-        maskable = torch.zeros_like(seq, dtype=torch.bool)
-        maskable[:, span] = True
-        seq[maskable] = phenaki.maskgit.mask_id
-        scale = cond_scale if guided else None
-        first_pass.append(phenaki.guided_logits(seq, context_kv, scale, (h, w))[:, span].argmax(-1))
-        scheduler = phenaki.make_scheduler()
-        is_masked = maskable.clone()
-        for step in scheduler.timesteps:
-            logits = phenaki.guided_logits(seq, context_kv, scale, (h, w))
-            out = scheduler.step(logits, step, seq, is_masked, mask_id=phenaki.maskgit.mask_id, maskable=maskable,
-                                 generator=generator)
-            seq, is_masked = out.ids, out.mask
-            if not is_masked.any():
-                break
-        filled.append(rearrange(seq, "b (t h w) -> b t h w", h=h, w=w))
+        seq[:, span] = phenaki.maskgit.mask_id
+        logits = phenaki.guided_logits(seq, context_kv, cond_scale if guided else None, (h, w))
+        first_pass.append(logits[:, span].argmax(-1))
+        filled.append(phenaki.sample(
+            texts=texts, num_frames=num_frames, cond_scale=cond_scale, inpaint_codebook_ids=ids[i : i + batch],
+            inpaint_mask=draw, remasking="confidence", generator=generator, return_codebook_ids=True,
+        ))
     return torch.cat(filled), torch.cat(first_pass)
 
 

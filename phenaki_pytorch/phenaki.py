@@ -515,6 +515,8 @@ class Phenaki(ConfigMixin, nn.Module):
         remasking: str | None = None,
         scheduler: MaskGitScheduler | None = None,
         prime_codebook_ids: Tensor | None = None,
+        inpaint_codebook_ids: Tensor | None = None,
+        inpaint_mask: Tensor | None = None,
         text_embeds: Tensor | None = None,
         text_mask: Tensor | None = None,
         image_size: int | tuple[int, int] | None = None,
@@ -530,6 +532,12 @@ class Phenaki(ConfigMixin, nn.Module):
         in front, exactly as given). `prime_codebook_ids` (b or 1, t, h, w) primes with token
         ids instead (e.g. the ids of the previous scene, `return_codebook_ids=True`), which
         skips a decode/re-encode round trip; with `return_prime=True` they are decoded in front.
+
+        Inpainting: `inpaint_codebook_ids` (b or 1, t, h, w) with `inpaint_mask` (b or 1, t, h, w) bool, True
+        where new ids are drawn; the ids where it is False are kept exactly as given, anywhere in the clip (a
+        middle token frame, a region of every frame, the last frames). `num_frames` is then the whole clip the
+        ids decode to, and the whole clip is returned. A mask that keeps the first k token frames of every row
+        draws the same ids as `prime_codebook_ids` with those frames.
 
         Decoding: `scheduler` (a `MaskGitScheduler` or anything with its `set_timesteps`/`timesteps`/`step`)
         defaults to `make_scheduler(steps, temperature, critic_noise_scale, top_k=top_k, top_p=top_p)` (`top_k` /
@@ -550,6 +558,13 @@ class Phenaki(ConfigMixin, nn.Module):
         use_critic = exists(self.critic) and remasking != "confidence"
         if exists(prime_frames) and exists(prime_codebook_ids):
             raise ValueError("pass prime_frames= or prime_codebook_ids=, not both")
+        if exists(inpaint_codebook_ids) != exists(inpaint_mask):
+            raise ValueError("inpaint_codebook_ids= and inpaint_mask= go together: pass both or neither")
+        if exists(inpaint_codebook_ids) and (exists(prime_frames) or exists(prime_codebook_ids)):
+            raise ValueError(
+                "pass inpaint_codebook_ids= or prime_frames= / prime_codebook_ids=, not both (a prime is an "
+                "inpainting mask that keeps the first token frames)"
+            )
         # one cheap check per call: non-finite inputs would otherwise come back as all-zero ids, silently
         _check_int("num_frames", num_frames)
         _check_int("batch_size", batch_size)
@@ -613,6 +628,10 @@ class Phenaki(ConfigMixin, nn.Module):
                 prime_ids = self.cvivit.tokenize(prime_frames)
             ids[:, :n_prime] = rearrange(prime_ids, "b t h w -> b (t h w)").expand(batch, -1)
             maskable[:, :n_prime] = False
+        if exists(inpaint_codebook_ids):
+            known, draw = self._check_inpaint(inpaint_codebook_ids, inpaint_mask, batch, (total_t, h, w))
+            maskable = draw.to(device).expand(batch, -1).clone()
+            ids = known.to(device).expand(batch, -1).masked_fill(maskable, self.maskgit.mask_id)
 
         # text and cross-attention keys/values: once per call, not per step
         guided = self.is_conditional and cond_scale != 1.0
@@ -676,6 +695,22 @@ class Phenaki(ConfigMixin, nn.Module):
             elif not return_prime:
                 video = video[:, :, num_prime:]
         return video
+
+    def _check_inpaint(self, ids: Tensor, mask: Tensor, batch: int, grid: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
+        """`inpaint_codebook_ids` and `inpaint_mask` checked against the clip's token grid (t, h, w) and the
+        batch, flattened to (b or 1, t * h * w)."""
+        for name, value in (("inpaint_codebook_ids", ids), ("inpaint_mask", mask)):
+            if not isinstance(value, Tensor) or value.ndim != 4:
+                raise ValueError(f"{name} must be (b, t, h, w), got {getattr(value, 'shape', type(value).__name__)}")
+            if value.shape[0] not in (1, batch) or tuple(value.shape[1:]) != grid:
+                raise ValueError(
+                    f"{name} must be (batch={batch} or 1, {grid[0]}, {grid[1]}, {grid[2]}): the token grid of the "
+                    f"{grid[0]} token frames that num_frames and the image size give, got {tuple(value.shape)}"
+                )
+        if mask.dtype != torch.bool:
+            raise TypeError(f"inpaint_mask must be a bool tensor (True where ids are drawn), got {mask.dtype}")
+        self.cvivit._check_ids(ids)
+        return rearrange(ids, "b t h w -> b (t h w)"), rearrange(mask, "b t h w -> b (t h w)")
 
     @torch.no_grad()
     def sample_images(self, *, text=None, texts=None, **kwargs) -> Tensor:

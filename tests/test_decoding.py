@@ -237,6 +237,62 @@ def test_priming_with_ids_keeps_them_and_matches_pixel_priming():
         phenaki.sample(texts=["a"], num_frames=4, prime_codebook_ids=torch.zeros(1, 2, 3, 3, dtype=torch.long))
 
 
+@pytest.mark.parametrize("remasking", ["critic", "confidence"])
+def test_inpainting_keeps_every_unmasked_id_and_fills_the_rest(remasking):
+    torch.manual_seed(0)
+    phenaki = tiny_phenaki(critic=tiny_critic()).eval()
+    known = torch.randint(0, 64, (2, 3, 2, 2))
+    draw = torch.zeros(2, 3, 2, 2, dtype=torch.bool)
+    draw[0, 1] = True  # row 0: the middle token frame
+    draw[1, :, 0, 1] = True  # row 1: one patch position in every token frame
+    ids = phenaki.sample(texts=["a", "b"], num_frames=5, steps=3, inpaint_codebook_ids=known, inpaint_mask=draw,
+                         remasking=remasking, return_codebook_ids=True, generator=torch.Generator().manual_seed(1))
+    assert ids.shape == known.shape
+    assert torch.equal(ids[~draw], known[~draw])
+    assert ((ids >= 0) & (ids < 64)).all()
+    # the drawn positions come from the model, not from the given ids: other given ids there change nothing
+    other = known.masked_fill(draw, 7)
+    again = phenaki.sample(texts=["a", "b"], num_frames=5, steps=3, inpaint_codebook_ids=other, inpaint_mask=draw,
+                           remasking=remasking, return_codebook_ids=True, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(ids, again)
+    video = phenaki.sample(texts=["a", "b"], num_frames=5, steps=3, inpaint_codebook_ids=known, inpaint_mask=draw)
+    assert video.shape == (2, 3, 5, 16, 16)  # the whole clip, kept frames included
+
+
+def test_inpainting_a_prefix_equals_priming_with_ids():
+    torch.manual_seed(0)
+    phenaki = tiny_phenaki(critic=tiny_critic()).eval()
+    known = torch.randint(0, 64, (1, 3, 2, 2))
+    draw = torch.ones(1, 3, 2, 2, dtype=torch.bool)
+    draw[:, 0] = False
+    common = dict(texts=["a", "b"], steps=4, return_codebook_ids=True)
+    inpainted = phenaki.sample(num_frames=5, inpaint_codebook_ids=known, inpaint_mask=draw,
+                               generator=torch.Generator().manual_seed(3), **common)
+    primed = phenaki.sample(num_frames=4, prime_codebook_ids=known[:, :1], generator=torch.Generator().manual_seed(3),
+                            **common)
+    assert torch.equal(inpainted, primed)
+
+
+def test_inpainting_arguments_are_checked():
+    phenaki = tiny_phenaki().eval()
+    known = torch.zeros(1, 3, 2, 2, dtype=torch.long)
+    draw = torch.ones(1, 3, 2, 2, dtype=torch.bool)
+    with pytest.raises(ValueError, match="go together"):
+        phenaki.sample(texts=["a"], num_frames=5, inpaint_codebook_ids=known)
+    with pytest.raises(ValueError, match="not both"):
+        phenaki.sample(texts=["a"], num_frames=4, inpaint_codebook_ids=known, inpaint_mask=draw,
+                       prime_codebook_ids=known[:, :1])
+    with pytest.raises(ValueError, match="token grid"):  # 9 frames are 5 token frames, the ids hold 3
+        phenaki.sample(texts=["a"], num_frames=9, inpaint_codebook_ids=known, inpaint_mask=draw)
+    with pytest.raises(ValueError, match=r"batch=2 or 1"):
+        phenaki.sample(texts=["a", "b"], num_frames=5, inpaint_codebook_ids=known.expand(3, -1, -1, -1),
+                       inpaint_mask=draw)
+    with pytest.raises(TypeError, match="bool"):
+        phenaki.sample(texts=["a"], num_frames=5, inpaint_codebook_ids=known, inpaint_mask=draw.long())
+    with pytest.raises(ValueError, match=r"\[0, 64\)"):
+        phenaki.sample(texts=["a"], num_frames=5, inpaint_codebook_ids=known + 64, inpaint_mask=draw)
+
+
 def test_label_smoothing_changes_the_maskgit_loss():
     torch.manual_seed(0)
     logits = torch.randn(2, 8, 64)

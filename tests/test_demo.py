@@ -3,11 +3,19 @@ import json
 import math
 
 import pytest
+import torch
 
 import phenaki_pytorch.demo as demo
 from phenaki_pytorch import CViViT, Phenaki
 from phenaki_pytorch.cli import main
-from phenaki_pytorch.data import GLYPH_HELD_OUT, GLYPH_SHAPES, read_image, read_video, video_encoder_for
+from phenaki_pytorch.data import (
+    GLYPH_HELD_OUT,
+    GLYPH_SHAPES,
+    PretokenizedDataset,
+    read_image,
+    read_video,
+    video_encoder_for,
+)
 from phenaki_pytorch.demo import DemoConfig, choose_preset, hashed_word_encoder, held_out_pairings, run_demo
 from phenaki_pytorch.evaluation import ShapeProbe
 
@@ -110,6 +118,24 @@ def test_results_json_holds_the_judge_numbers(quick_run):
         verdicts = saved["per_sample"][row * cfg.samples_per_prompt : (row + 1) * cfg.samples_per_prompt]
         assert score["shape_accuracy"] == pytest.approx(sum(v["shape_ok"] for v in verdicts) / len(verdicts))
     assert saved["config"]["name"] == "quick" and saved["config"]["shapes"] == list(cfg.shapes)
+    jumps = saved["story_jumps"]
+    assert jumps["stories"] == cfg.story_samples == len(jumps["per_story"])
+    assert all(len(story["jumps"]) == len(cfg.story) - 1 for story in jumps["per_story"])
+
+
+def test_story_jumps_are_the_cut_displacement_over_the_motion_per_frame():
+    # a bright 4 x 4 block moving 2 px a frame, moved 6 px further at the cut into frame 4: three frames' motion
+    from phenaki_pytorch.data.synthetic import DEFAULT_BACKGROUND
+
+    video = torch.tensor(DEFAULT_BACKGROUND).view(3, 1, 1, 1).expand(3, 8, 32, 32).clone()
+    for frame in range(8):
+        x = 2 + 2 * frame + (6 if frame >= 4 else 0)
+        video[:, frame, 10:14, x : x + 4] = 1.0
+    report = demo._story_jumps(torch.stack((video, video)), [0, 4])
+    assert report["stories"] == 2
+    assert report["jump"] == pytest.approx(8.0) and report["motion"] == pytest.approx(2.0)
+    assert report["ratio"] == pytest.approx(4.0)  # 8 px across the cut: its own 2 px of motion plus the 6 px jump
+    assert demo._story_jumps(torch.stack((video,)), [0])["stories"] == 0  # one scene: no cut to measure
 
 
 def test_preset_by_native_bf16_fp32_coarse_on_an_avx2_cpu(monkeypatch):
@@ -166,6 +192,7 @@ def test_config_is_checked():
         (dict(precision="fp16"), "precision must be"),
         (dict(samples_per_prompt=0), "samples_per_prompt must be a positive integer"),
         (dict(shapes=("square",)), "at least two shapes"),
+        (dict(scene_cut_prob=1.5), "scene_cut_prob must lie in [0, 1]"),
     ]
     for change, message in bad:
         with pytest.raises(ValueError) as info:
@@ -203,6 +230,22 @@ def test_fp32_coarse_runs_end_to_end_on_80_token_clips(tmp_path):
     assert phenaki.maskgit.max_seq_len == tokenizer.num_token_frames(cfg.num_frames) * 16 == 80
     saved = json.loads(result.results_path.read_text())
     assert saved["config"]["name"] == "fp32_coarse" and saved["steps"] == {"tokenizer": 2, "maskgit": 2}
+    # a quarter of MaskGit's clips are two scenes; the story windows are primed with 3 frames
+    assert saved["config"]["scene_cut_prob"] == 0.25 and saved["config"]["story_prime_frames"] == 3
+    tokens = PretokenizedDataset(tmp_path / "coarse" / "training" / "tokens")
+    assert {tokens[i]["prime_frames"] for i in range(len(tokens))} - {0} <= {1, 3, 5, 7}
+
+
+def test_scene_cut_prob_trains_maskgit_on_two_scene_clips(tmp_path):
+    # every MaskGit clip cut into two scenes, after 1 or 3 frames (5-frame clips, temporal patch 2): the cached
+    # tokens carry the primed length PhenakiTrainer keeps as context
+    cfg = dataclasses.replace(DemoConfig.quick(), scene_cut_prob=1.0, tokenizer_steps=2, maskgit_steps=2)
+    result = run_demo(tmp_path / "cuts", config=cfg, text_encoder="hashed", log=lambda message: None,
+                      show_progress=False)
+    tokens = PretokenizedDataset(tmp_path / "cuts" / "training" / "tokens")
+    primes = {tokens[i]["prime_frames"] for i in range(len(tokens))}
+    assert primes <= {1, 3} and len(primes) == 2
+    assert json.loads(result.results_path.read_text())["config"]["scene_cut_prob"] == 1.0
 
 
 def test_cli_quick_run(tmp_path, capsys):

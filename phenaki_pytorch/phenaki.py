@@ -631,7 +631,7 @@ class Phenaki(ConfigMixin, nn.Module):
         if exists(inpaint_codebook_ids):
             known, draw = self._check_inpaint(inpaint_codebook_ids, inpaint_mask, batch, (total_t, h, w))
             maskable = draw.to(device).expand(batch, -1).clone()
-            ids = known.to(device).expand(batch, -1).masked_fill(maskable, self.maskgit.mask_id)
+            ids = known.to(device).long().expand(batch, -1).masked_fill(maskable, self.maskgit.mask_id)
 
         # text and cross-attention keys/values: once per call, not per step
         guided = self.is_conditional and cond_scale != 1.0
@@ -696,7 +696,9 @@ class Phenaki(ConfigMixin, nn.Module):
                 video = video[:, :, num_prime:]
         return video
 
-    def _check_inpaint(self, ids: Tensor, mask: Tensor, batch: int, grid: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
+    def _check_inpaint(
+        self, ids: Tensor, mask: Tensor, batch: int, grid: tuple[int, int, int]
+    ) -> tuple[Tensor, Tensor]:
         """`inpaint_codebook_ids` and `inpaint_mask` checked against the clip's token grid (t, h, w) and the
         batch, flattened to (b or 1, t * h * w)."""
         for name, value in (("inpaint_codebook_ids", ids), ("inpaint_mask", mask)):

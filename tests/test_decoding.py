@@ -266,7 +266,7 @@ def test_inpainting_a_prefix_equals_priming_with_ids():
     draw = torch.ones(1, 3, 2, 2, dtype=torch.bool)
     draw[:, 0] = False
     common = dict(texts=["a", "b"], steps=4, return_codebook_ids=True)
-    inpainted = phenaki.sample(num_frames=5, inpaint_codebook_ids=known, inpaint_mask=draw,
+    inpainted = phenaki.sample(num_frames=5, inpaint_codebook_ids=known.int(), inpaint_mask=draw,  # any int dtype
                                generator=torch.Generator().manual_seed(3), **common)
     primed = phenaki.sample(num_frames=4, prime_codebook_ids=known[:, :1], generator=torch.Generator().manual_seed(3),
                             **common)

@@ -125,7 +125,8 @@ _FP32_HELD_OUT = held_out_pairings(
 )
 
 # one object changing direction; scene 2 is a held-out pairing in every preset. Each window is primed with 3
-# frames (the first frame and one tubelet): on seven demo models the glyph jumped less at a cut than with 1 frame
+# frames (the first frame and one tubelet): on seven of eight demo models the glyph jumped less at a cut than
+# with 1 frame, and as much on the eighth
 _STORY = (
     ("a green square moving right", 9),
     ("a green square moving down", 8),

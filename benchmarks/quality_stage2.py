@@ -216,7 +216,8 @@ def story_jumps(phenaki, seed, out):
 
     rows = {}
     for set_name, stories in STORY_SETS.items():
-        for prime, prime_with in ((1, "frames"), (3, "tokens"), (5, "frames"), (5, "tokens"), (7, "frames"), (7, "tokens")):
+        primes = ((1, "frames"), (3, "tokens"), (5, "frames"), (5, "tokens"), (7, "frames"), (7, "tokens"))
+        for prime, prime_with in primes:
             jumps, motions, videos = [], [], []
             for index, scenes in enumerate(stories):
                 story = sample_story(phenaki, scenes, prime_frames=prime, prime_with=prime_with, show_progress=False,

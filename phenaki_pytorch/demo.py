@@ -28,7 +28,8 @@ fp32, gets `DemoConfig.fp32_coarse()`, the same recipe with 8 x 8 patches and 20
 so MaskGit trains about as many steps as the fp32 recipe does on the fast CPU). `DemoConfig.bf16()` trains the
 full glyph benchmark (8 shapes, 6 colours, wider models) under bf16 autocast and is picked on GPUs with native
 bf16; on a 2-core CPU it is undertrained in 10 minutes (`--preset bf16` still forces it). Each stage stops at its
-deadline, so step counts depend on the machine; `tokenizer_steps` / `maskgit_steps` cap them for a reproducible run. Everything else is seeded.
+deadline, so step counts depend on the machine; `tokenizer_steps` / `maskgit_steps` cap them for a reproducible
+run. Everything else is seeded.
 """
 
 from __future__ import annotations
@@ -550,15 +551,19 @@ class _Clock:
         self._last = now
 
 
+def _glyphs(cfg: DemoConfig, num_clips: int, seed: int, **options) -> SyntheticGlyphVideos:
+    """`cfg`'s glyph clips: its names, frame count and size; `options` go to `SyntheticGlyphVideos`."""
+    return SyntheticGlyphVideos(num_clips, cfg.num_frames, cfg.image_size, colors=cfg.colors, shapes=cfg.shapes,
+                                directions=cfg.directions, seed=seed, **options)
+
+
 def _datasets(cfg: DemoConfig, seed: int) -> tuple[SyntheticGlyphVideos, SyntheticGlyphVideos, SyntheticGlyphVideos]:
     """(training clips without the held-out pairings, fresh clips of the training pairings, held-out clips)."""
-    kwargs = dict(colors=cfg.colors, shapes=cfg.shapes, directions=cfg.directions)
-    frames, size = cfg.num_frames, cfg.image_size
     held = list(cfg.held_out)
     return (
-        SyntheticGlyphVideos(cfg.train_clips, frames, size, exclude=held, seed=seed, **kwargs),
-        SyntheticGlyphVideos(cfg.eval_clips, frames, size, exclude=held, seed=seed + 10_001, **kwargs),
-        SyntheticGlyphVideos(cfg.eval_clips, frames, size, include=held, seed=seed + 20_002, **kwargs),
+        _glyphs(cfg, cfg.train_clips, seed, exclude=held),
+        _glyphs(cfg, cfg.eval_clips, seed + 10_001, exclude=held),
+        _glyphs(cfg, cfg.eval_clips, seed + 20_002, include=held),
     )
 
 
@@ -846,9 +851,8 @@ def run_demo(
     # ---- stage 2: tokenize once, then MaskGit by PhenakiTrainer until its deadline ------------------------------
     maskgit_clips = train_set
     if cfg.scene_cut_prob > 0:  # the same clips and seed, a share of them cut into two scenes
-        maskgit_clips = SyntheticGlyphVideos(
-            cfg.train_clips, cfg.num_frames, cfg.image_size, exclude=list(cfg.held_out), seed=seed,
-            colors=cfg.colors, shapes=cfg.shapes, directions=cfg.directions, scene_cut_prob=cfg.scene_cut_prob,
+        maskgit_clips = _glyphs(
+            cfg, cfg.train_clips, seed, exclude=list(cfg.held_out), scene_cut_prob=cfg.scene_cut_prob,
             scene_cut_frames=range(1, cfg.num_frames - 1, tokenizer.temporal_patch_size),
         )
     tokens = PretokenizedDataset(

@@ -137,6 +137,12 @@ class Quantizer(nn.Module):
         with torch.autocast(x.device.type, enabled=False), self._no_init_unless_training():
             return self._quantize(x.to(dtype), mask)
 
+    @property
+    def awaits_init(self) -> bool:
+        """True while a data-initialised (k-means) codebook has not yet seen its first training batch."""
+        initted = getattr(getattr(self.quantizer, "_codebook", None), "initted", None)
+        return initted is not None and not bool(initted)
+
     @contextlib.contextmanager
     def _no_init_unless_training(self):
         """vector-quantize-pytorch runs its k-means initialisation on the first call in any mode; only a
@@ -298,6 +304,12 @@ class CViViT(ConfigMixin, nn.Module):
     `gradient_checkpointing=True` recomputes each transformer layer in the backward pass instead of keeping its
     activations (less memory in training, about one more forward of compute; gradients unchanged); see
     `phenaki_pytorch.Transformer` and `phenaki_pytorch.set_gradient_checkpointing`. It is saved in the config.
+
+    `decoder_token_noise=p` (training only): each token the decoder reconstructs from is replaced by a uniformly
+    random codebook entry with probability p, and the loss still asks for the clean clip. The decoder then learns
+    to read a token against its neighbours in space and time instead of trusting every id, as it must when
+    MaskGit's sampled ids, not the encoder's, are decoded (a tokenizer robust to the generator's errors, after
+    RobusTok, "Image Tokenizer Needs Post-Training", 2025). The encoder gets no gradient through a replaced token.
     """
 
     @typechecked
@@ -338,6 +350,7 @@ class CViViT(ConfigMixin, nn.Module):
         threshold_ema_dead_code: float = 2.0,
         discr_start_step: int = 10000,
         gradient_checkpointing: bool = False,
+        decoder_token_noise: float = 0.0,
     ):
         super().__init__()
         for name, value in (("dim", dim), ("temporal_patch_size", temporal_patch_size), ("channels", channels)):
@@ -349,6 +362,8 @@ class CViViT(ConfigMixin, nn.Module):
             raise ValueError(f"gan_loss must be 'hinge' or 'bce', got {gan_loss!r}")
         if discr_start_step < 0:
             raise ValueError(f"discr_start_step must be >= 0, got {discr_start_step}")
+        if isinstance(decoder_token_noise, bool) or not 0.0 <= decoder_token_noise < 1.0:
+            raise ValueError(f"decoder_token_noise must lie in [0, 1), got {decoder_token_noise!r}")
         if threshold_ema_dead_code < 0:
             raise ValueError(f"threshold_ema_dead_code must be >= 0, got {threshold_ema_dead_code}")
 
@@ -429,6 +444,7 @@ class CViViT(ConfigMixin, nn.Module):
         # a random discriminator only adds noise, and the adaptive weight is huge while it is random.
         # `gan_step` counts generator training forwards (a trainer sets it to its own step count)
         self.discr_start_step = discr_start_step
+        self.decoder_token_noise = float(decoder_token_noise)
         self.register_buffer("gan_step", torch.zeros((), dtype=torch.long))
         self.gan_loss = gan_loss
         self.adversarial_loss_weight = adversarial_loss_weight
@@ -679,6 +695,17 @@ class CViViT(ConfigMixin, nn.Module):
             lambda start, stop: self._codes(ids[:, start:stop]), ids.shape[1], token_frames_per_chunk
         )
 
+    def _token_noise(self, quantized: Tensor, ids: Tensor, rate: float) -> Tensor:
+        """`quantized` (b, t, h, w, d) with each token replaced by a uniformly random code with probability
+        `rate` (no gradient flows through a replaced token)."""
+        hit = torch.rand(ids.shape, device=ids.device) < rate
+        if not bool(hit.any()):
+            return quantized
+        random_ids = torch.randint(0, self.codebook_size, ids.shape, device=ids.device)
+        with torch.no_grad():
+            noise = self._codes(torch.where(hit, random_ids, ids)).to(quantized.dtype)
+        return torch.where(hit.unsqueeze(-1), noise, quantized)
+
     def _codes(self, ids: Tensor) -> Tensor:
         """ids (b, t, h, w) -> quantized latents (b, t, h, w, d)."""
         b, t, h, w = ids.shape
@@ -742,10 +769,21 @@ class CViViT(ConfigMixin, nn.Module):
         return_only_codebook_ids: bool = False,
         return_loss_breakdown: bool = False,
         grad_penalty_scale: float = 1.0,
+        decoder_only: bool = False,
+        decoder_token_noise: float | None = None,
     ):
         """See the class docstring. `mask` (b, f) bool marks real frames of padded clips: padded frames enter
         no loss, no codebook update and no discriminator input. `grad_penalty_scale` multiplies the R1 penalty
-        (StyleGAN2's lazy regularisation: a trainer applying it every N steps passes N)."""
+        (StyleGAN2's lazy regularisation: a trainer applying it every N steps passes N).
+
+        `decoder_only=True` trains the decoder alone: the encoder and the codebook run without gradients and
+        without codebook updates, so the ids of every clip (and a MaskGit trained on them) stay valid, and the
+        quantizer's loss is left out. `decoder_token_noise` overrides the model's rate for this call."""
+        if decoder_token_noise is not None and (
+            isinstance(decoder_token_noise, bool) or not 0.0 <= decoder_token_noise < 1.0
+        ):
+            raise ValueError(f"decoder_token_noise must lie in [0, 1) or be None, got {decoder_token_noise!r}")
+        noise = self.decoder_token_noise if decoder_token_noise is None else float(decoder_token_noise)
         video, is_image = self._as_video(video)
         if exists(mask):
             if mask.dtype != torch.bool or mask.shape != video.shape[:1] + video.shape[2:3]:
@@ -778,11 +816,22 @@ class CViViT(ConfigMixin, nn.Module):
             recon_out = recon.squeeze(2) if is_image else recon
             return (loss, recon_out) if return_recons else loss
 
-        latents = self.encode(video)
-        quantized, ids, aux_loss = self.quantize(latents, token_mask)
+        if decoder_only:
+            if self.quantizer.awaits_init:
+                raise ValueError(
+                    "decoder_only=True trains the decoder of a trained tokenizer, but this one's codebook was never "
+                    "initialised (no training batch has passed through it yet): train it whole first"
+                )
+            with torch.no_grad(), _quantizer_frozen(self.quantizer):
+                quantized, ids, _ = self.quantize(self.encode(video), token_mask)
+            aux_loss = quantized.new_zeros(())
+        else:
+            quantized, ids, aux_loss = self.quantize(self.encode(video), token_mask)
         if return_only_codebook_ids:
             return ids
 
+        if self.training and torch.is_grad_enabled() and noise > 0:
+            quantized = self._token_noise(quantized, ids, noise)
         recon = self.decode(quantized)
         recon_out = recon.squeeze(2) if is_image else recon
         if return_recons_only:
@@ -837,6 +886,13 @@ class CViViT(ConfigMixin, nn.Module):
     def generator_parameters(self):
         """Parameters of the tokenizer proper (everything but the discriminator)."""
         return [p for name, p in self.named_parameters() if not name.startswith("discr.") and p.requires_grad]
+
+    _DECODER_MODULES = ("dec_temporal", "dec_spatial", "dec_spatial_bias", "pixel_head")
+
+    def decoder_parameters(self):
+        """Parameters of the decoder alone (temporal and spatial transformers, their position bias, the pixel
+        head): what `forward(..., decoder_only=True)` trains."""
+        return [p for name in self._DECODER_MODULES for p in getattr(self, name).parameters() if p.requires_grad]
 
     # tensors renamed since the first release, and the config those weights were trained under
     _RENAMED = (("to_first_frame_pixels.", "pixel_head.to_first."), ("to_rest_pixels.", "pixel_head.to_rest."))

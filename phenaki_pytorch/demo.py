@@ -180,6 +180,12 @@ class DemoConfig:
         )
     )
     tokenizer_trainer: dict[str, Any] = field(default_factory=lambda: dict(batch_size=8, lr=1e-3))
+    # the last `decoder_fraction` of stage 1's time post-trains the decoder alone (CViViTTrainer(decoder_only=True):
+    # encoder and codebook frozen) with `decoder_token_noise` of its tokens replaced by random codes, so that it
+    # reads MaskGit's sampled ids against their neighbours; `decoder_trainer` are that trainer's kwargs
+    decoder_fraction: float = 0.0
+    decoder_token_noise: float = 0.15
+    decoder_trainer: dict[str, Any] = field(default_factory=lambda: dict(batch_size=8, lr=3e-4))
 
     # stage 2
     maskgit: dict[str, Any] = field(
@@ -195,6 +201,7 @@ class DemoConfig:
     maskgit_fraction: float = 0.55
     tokenizer_steps: int | None = None
     maskgit_steps: int | None = None
+    decoder_steps: int | None = None
 
     # sampling and outputs
     sample_steps: int = 12
@@ -218,13 +225,17 @@ class DemoConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"DemoConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("tokenizer_steps", "maskgit_steps"):
+        for name in ("tokenizer_steps", "maskgit_steps", "decoder_steps"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"DemoConfig.{name} must be a positive integer or None, got {value!r}")
         for name in ("tokenizer_fraction", "maskgit_fraction"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(f"DemoConfig.{name} must lie in (0, 1), got {getattr(self, name)!r}")
+        if not 0.0 <= self.decoder_fraction < 1.0:
+            raise ValueError(f"DemoConfig.decoder_fraction must lie in [0, 1), got {self.decoder_fraction!r}")
+        if not 0.0 <= self.decoder_token_noise < 1.0:
+            raise ValueError(f"DemoConfig.decoder_token_noise must lie in [0, 1), got {self.decoder_token_noise!r}")
         if not 0.0 <= self.scene_cut_prob <= 1.0:
             raise ValueError(f"DemoConfig.scene_cut_prob must lie in [0, 1], got {self.scene_cut_prob!r}")
         if self.tokenizer_fraction + self.maskgit_fraction >= 1.0:
@@ -232,7 +243,7 @@ class DemoConfig:
                 f"DemoConfig.tokenizer_fraction + maskgit_fraction must stay below 1 (time is needed to sample and "
                 f"save), got {self.tokenizer_fraction} + {self.maskgit_fraction}"
             )
-        for name in ("tokenizer_trainer", "phenaki_trainer"):
+        for name in ("tokenizer_trainer", "decoder_trainer", "phenaki_trainer"):
             reserved = sorted(set(getattr(self, name)) & _RESERVED_TRAINER_KWARGS)
             if reserved:
                 raise ValueError(f"DemoConfig.{name} must not set {reserved}: the demo sets them itself")
@@ -821,14 +832,36 @@ def run_demo(
         f"stage 1: C-ViViT ({sum(p.numel() for p in cvivit.generator_parameters()) / 1e6:.2f}M params, "
         f"{cvivit.num_tokens(cfg.num_frames)} tokens per clip, codebook {cfg.codebook_size}) by CViViTTrainer"
     )
+    stage1_end = clock.start + cfg.tokenizer_fraction * total_s
     stage1 = _train_until(
         tok_trainer,
-        deadline=clock.start + cfg.tokenizer_fraction * total_s,
+        deadline=stage1_end - cfg.decoder_fraction * cfg.tokenizer_fraction * total_s,
         max_steps=cfg.tokenizer_steps,
         name="tokenizer",
         show_progress=show_progress,
     )
     tokenizer = tok_trainer.eval_model.eval()  # the export: trained encoder and codebook, averaged decoder
+    decoder_stage = None
+    if cfg.decoder_fraction > 0:  # the rest of stage 1: the decoder alone, on perturbed ids
+        dec_trainer = CViViTTrainer(
+            tokenizer.requires_grad_(True),  # the EMA export comes frozen
+            dataset=train_set,
+            num_frames=cfg.num_frames,
+            num_train_steps=cfg.decoder_steps or 10**9,
+            results_folder=out / "training" / "decoder",
+            decoder_only=True,
+            decoder_token_noise=cfg.decoder_token_noise,
+            **common,
+            **cfg.decoder_trainer,
+        )
+        decoder_stage = _train_until(
+            dec_trainer, deadline=stage1_end, max_steps=cfg.decoder_steps, name="decoder", show_progress=show_progress
+        )
+        tokenizer = dec_trainer.eval_model.eval()
+        log(
+            f"decoder post-training: {decoder_stage['steps']} steps in {decoder_stage['seconds']:.0f}s (encoder and "
+            f"codebook frozen, {cfg.decoder_token_noise:.0%} of the tokens replaced by random codes)"
+        )
     clock.mark("tokenizer")
     metrics = evaluate_tokenizer(tokenizer, held_videos, batch_size=32, progress=False)
     tokenizer_numbers = {
@@ -968,8 +1001,10 @@ def run_demo(
         prompt_scores=prompt_scores,
         story_scenes=story_scenes,
         story_jumps=story_jumps,
-        steps={"tokenizer": stage1["steps"], "maskgit": stage2["steps"]},
-        train_seconds={"tokenizer": stage1["seconds"], "maskgit": stage2["seconds"]},
+        steps={"tokenizer": stage1["steps"], "maskgit": stage2["steps"],
+               **({"decoder": decoder_stage["steps"]} if decoder_stage else {})},
+        train_seconds={"tokenizer": stage1["seconds"], "maskgit": stage2["seconds"],
+                       **({"decoder": decoder_stage["seconds"]} if decoder_stage else {})},
         losses={**{f"tokenizer_{k}": v for k, v in stage1["losses"].items()},
                 **{f"maskgit_{k}": v for k, v in stage2["losses"].items()}},
         timings=timings,

@@ -125,6 +125,49 @@ def test_first_frame_as_a_tubelet(tmp_path):
         tiny_cvivit(first_frame="frame")
 
 
+def test_decoder_token_noise_replaces_tokens_in_training_only(tmp_path):
+    torch.manual_seed(0)
+    # a random codebook (no data-initialised one, which is all zeros until the first training batch)
+    clean = tiny_cvivit(use_gan=False, kmeans_init=False)
+    noisy = tiny_cvivit(use_gan=False, kmeans_init=False, decoder_token_noise=0.5)
+    noisy.load_state_dict(clean.state_dict())
+    video = torch.rand(2, 3, 5, 32, 32)
+    # evaluation and no-grad passes decode the clean tokens
+    for model in (clean, noisy):
+        model.eval()
+    torch.testing.assert_close(noisy(video, return_recons_only=True), clean(video, return_recons_only=True))
+    # _token_noise: a replaced token is a codebook entry, no gradient flows through it, the rest pass as they are
+    ids = torch.randint(0, noisy.codebook_size, (64, 3, 4, 4))
+    quantized = noisy._codes(ids).clone().requires_grad_()
+    torch.manual_seed(1)
+    out = noisy._token_noise(quantized, ids, 0.5)
+    out.sum().backward()
+    replaced = (out != quantized).any(dim=-1)
+    assert 0.4 < replaced.float().mean().item() < 0.6  # p = 0.5, minus the draws that hit the same id
+    grad = quantized.grad[..., 0]
+    assert torch.all((grad == 0) | (grad == 1)) and torch.all(quantized.grad == grad.unsqueeze(-1))
+    assert torch.all(grad[replaced] == 0)  # a drawn id equal to the old one is cut off too, but not "replaced"
+    assert 0.45 < (grad == 0).float().mean().item() < 0.55
+    codebook = noisy._codes(torch.arange(noisy.codebook_size).view(1, 1, 1, -1))[0, 0, 0]  # (codes, d)
+    assert torch.all((out[replaced].unsqueeze(1) - codebook).abs().amax(dim=-1).amin(dim=-1) < 1e-6)
+    # in training the loss reconstructs from the perturbed tokens, so it differs from the clean model's
+    clean.train()
+    noisy.train()
+    torch.manual_seed(2)
+    clean_loss, clean_recon = clean(video, return_recons=True)
+    torch.manual_seed(2)
+    noisy_loss, noisy_recon = noisy(video, return_recons=True)
+    assert not torch.allclose(noisy_recon, clean_recon)
+    noisy_loss.backward()
+    assert all(p.grad is not None for p in noisy.generator_parameters())
+    # saved with the config
+    noisy.save_pretrained(tmp_path / "tok")
+    assert CViViT.from_pretrained(tmp_path / "tok").decoder_token_noise == 0.5
+    for bad in (-0.1, 1.0, True):
+        with pytest.raises((ValueError, TypeError), match="decoder_token_noise"):
+            tiny_cvivit(decoder_token_noise=bad)
+
+
 def test_encode_decode_round_trip_of_ids():
     torch.manual_seed(0)
     cvivit = tiny_cvivit(use_gan=False).eval()

@@ -482,3 +482,45 @@ def test_padded_frames_of_a_mixed_batch_never_reach_the_losses(tmp_path):
     (logs_a, state_a), (logs_b, state_b) = runs
     assert logs_a == logs_b
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+def test_decoder_only_post_training_keeps_every_id(tmp_path):
+    """`decoder_only=True` trains the decoder of a trained tokenizer: encoder, codebook and so every clip's ids
+    stay as they were (a MaskGit trained on them stays valid), the decoder moves, and the perturbed ids are what
+    it learns to decode."""
+    with pytest.raises(ValueError, match="never initialised"):  # a fresh tokenizer has no codebook to keep
+        CViViTTrainer(tiny_cvivit(use_gan=False), dataset=synthetic(), num_frames=5, decoder_only=True,
+                      results_folder=tmp_path / "fresh")
+    with pytest.raises(ValueError, match="decoder_token_noise must lie in"):
+        CViViTTrainer(tiny_cvivit(use_gan=False), dataset=synthetic(), num_frames=5, decoder_token_noise=1.5,
+                      results_folder=tmp_path / "bad")
+    cvivit = tiny_cvivit(use_gan=False)
+    CViViTTrainer(cvivit, dataset=synthetic(), num_frames=5, batch_size=4, num_train_steps=3, use_ema=False,
+                  results_folder=tmp_path / "whole", seed=0).train()
+    video = torch.stack([synthetic()[i]["video"] for i in range(4)])
+    ids_before = cvivit.eval().tokenize(video)
+    before = clone_state(cvivit)
+    decoder = {id(p) for p in cvivit.decoder_parameters()}
+    names = {name for name, p in cvivit.named_parameters() if id(p) in decoder}
+    assert names and all(name.startswith(CViViT._DECODER_MODULES) for name in names)
+
+    trainer = CViViTTrainer(cvivit, dataset=synthetic(), num_frames=5, batch_size=4, num_train_steps=4, lr=1e-2,
+                            use_ema=False, decoder_only=True, decoder_token_noise=0.3, results_folder=tmp_path / "dec",
+                            seed=0)
+    assert trainer.hparams()["decoder_only"] is True and trainer.hparams()["decoder_token_noise"] == 0.3
+    trainer.train()
+    after = clone_state(cvivit)
+    moved = {name for name in before if not torch.equal(before[name], after[name])} - {"gan_step"}  # a step count
+    assert moved and all(name.startswith(CViViT._DECODER_MODULES) for name in moved)  # the codebook buffers too
+    assert torch.equal(cvivit.eval().tokenize(video), ids_before)
+    # the forward the trainer used: no quantizer loss, and the rate it was given (the model's own stays 0)
+    cvivit.train()
+    _, breakdown = cvivit(video, decoder_only=True, return_loss_breakdown=True)
+    assert breakdown["quantizer"] == 0 and cvivit.decoder_token_noise == 0.0
+    torch.manual_seed(0)
+    clean = cvivit(video, decoder_only=True, return_recons=True)[1]
+    torch.manual_seed(0)
+    noisy = cvivit(video, decoder_only=True, decoder_token_noise=0.3, return_recons=True)[1]
+    assert not torch.allclose(clean, noisy)
+    with pytest.raises(ValueError, match="decoder_token_noise must lie in"):
+        cvivit(video, decoder_token_noise=-0.5)

@@ -193,6 +193,10 @@ def test_config_is_checked():
         (dict(samples_per_prompt=0), "samples_per_prompt must be a positive integer"),
         (dict(shapes=("square",)), "at least two shapes"),
         (dict(scene_cut_prob=1.5), "scene_cut_prob must lie in [0, 1]"),
+        (dict(decoder_fraction=1.0), "decoder_fraction must lie in [0, 1)"),
+        (dict(decoder_token_noise=-0.1), "decoder_token_noise must lie in [0, 1)"),
+        (dict(decoder_trainer={"seed": 1}), "decoder_trainer must not set ['seed']"),
+        (dict(decoder_steps=0), "decoder_steps must be a positive integer or None"),
     ]
     for change, message in bad:
         with pytest.raises(ValueError) as info:
@@ -202,6 +206,23 @@ def test_config_is_checked():
         base.image_size = 64
     with pytest.raises(ValueError, match="minutes must be a positive number"):
         run_demo("unused", minutes=float("nan"), config=base)
+
+
+def test_decoder_post_training_stage(tmp_path):
+    # the last part of stage 1 trains the decoder alone on perturbed ids: its steps are logged and counted, and
+    # the ids MaskGit trained on are still what the saved tokenizer makes of the clips
+    cfg = dataclasses.replace(DemoConfig.quick(), decoder_fraction=0.5, decoder_steps=3, maskgit_steps=2)
+    messages = []
+    result = run_demo(tmp_path / "dec", config=cfg, text_encoder="hashed", log=messages.append, show_progress=False)
+    assert result.steps == {"tokenizer": cfg.tokenizer_steps, "maskgit": 2, "decoder": 3}
+    lines = (result.output_dir / "training" / "decoder" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
+    assert any(m.startswith("decoder post-training: 3 steps") for m in messages)
+    tokenizer = CViViT.from_pretrained(result.tokenizer_dir).eval()
+    tokens = PretokenizedDataset(result.output_dir / "training" / "tokens")
+    clip = demo._datasets(cfg, 0)[0][0]["video"]
+    ids = tokenizer.tokenize(clip[None])[0]
+    assert torch.equal(ids, tokens[0]["codebook_ids"].view_as(ids))
 
 
 def test_held_out_pairings_order_and_duplicates():

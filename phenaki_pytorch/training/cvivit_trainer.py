@@ -122,6 +122,8 @@ class CViViTTrainer(BaseTrainer):
         fsdp: bool | Any = None,
         collapse_warn_usage: float = 0.05,
         collapse_warn_after: int = 100,
+        decoder_only: bool = False,
+        decoder_token_noise: float | None = None,
     ):
         if (folder is None) == (dataset is None):
             raise ValueError("pass exactly one of folder= (a directory of videos or images) or dataset=")
@@ -169,6 +171,17 @@ class CViViTTrainer(BaseTrainer):
         self.save_results_every = save_results_every
         self.samples_folder = self.results_folder / "samples"
         self.collapse_warn_usage, self.collapse_warn_after = collapse_warn_usage, collapse_warn_after
+        if decoder_token_noise is not None and (
+            isinstance(decoder_token_noise, bool) or not 0.0 <= decoder_token_noise < 1.0
+        ):
+            raise ValueError(f"decoder_token_noise must lie in [0, 1) or be None, got {decoder_token_noise!r}")
+        self.decoder_only, self.decoder_token_noise = bool(decoder_only), decoder_token_noise
+        # what every training forward passes besides the batch (nothing, unless asked: other models may lack them)
+        self._forward_kwargs: dict[str, Any] = {}
+        if decoder_only:
+            self._forward_kwargs["decoder_only"] = True
+        if decoder_token_noise is not None:
+            self._forward_kwargs["decoder_token_noise"] = float(decoder_token_noise)
         self._collapse_warned = False
         self._valid_batch: dict[str, Any] | None = None
         self._last_batch: dict[str, Any] | None = None
@@ -225,7 +238,16 @@ class CViViTTrainer(BaseTrainer):
                 "note: perceptual_network='auto' found no VGG16 weights on disk: training without a perceptual loss "
                 "(see the README's C-ViViT options to supply weights or another network)"
             )
-        optimizers = {"generator": self.make_adamw(cvivit.generator_parameters(), lr=self.lr, weight_decay=self.wd)}
+        if self.decoder_only:
+            if not callable(getattr(cvivit, "decoder_parameters", None)):
+                raise TypeError(f"decoder_only=True needs a CViViT (with .decoder_parameters()), got {type(cvivit).__name__}")
+            if getattr(getattr(cvivit, "quantizer", None), "awaits_init", False):
+                raise ValueError(
+                    "decoder_only=True post-trains a trained tokenizer, but this CViViT's codebook was never "
+                    "initialised: train it whole first (decoder_only=False)"
+                )
+        trained = cvivit.decoder_parameters() if self.decoder_only else cvivit.generator_parameters()
+        optimizers = {"generator": self.make_adamw(trained, lr=self.lr, weight_decay=self.wd)}
         if self.has_discr:
             optimizers["discriminator"] = self.make_adamw(
                 cvivit.discriminator_parameters(), lr=self.discr_lr, weight_decay=self.wd
@@ -253,6 +275,8 @@ class CViViTTrainer(BaseTrainer):
             "train_on_images": self.train_on_images,
             "use_ema": self.use_ema,
             "apply_grad_penalty_every": self.apply_grad_penalty_every,
+            "decoder_only": self.decoder_only,
+            "decoder_token_noise": self.decoder_token_noise,
         }
 
     # ------------------------------------------------------------------ training
@@ -277,7 +301,7 @@ class CViViTTrainer(BaseTrainer):
 
         def generator_loss(batch):
             video, mask = self._video_and_mask(batch)
-            loss, breakdown = model(video, mask=mask, return_loss_breakdown=True)
+            loss, breakdown = model(video, mask=mask, return_loss_breakdown=True, **self._forward_kwargs)
             return {"loss": loss, **{_log_name(name): value for name, value in breakdown.items()}}
 
         lr = self.optimizers["generator"].param_groups[0]["lr"]  # read before the scheduler moves it

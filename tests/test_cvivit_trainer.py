@@ -504,11 +504,18 @@ def test_decoder_only_post_training_keeps_every_id(tmp_path):
     names = {name for name, p in cvivit.named_parameters() if id(p) in decoder}
     assert names and all(name.startswith(CViViT._DECODER_MODULES) for name in names)
 
+    # handed over in eval mode (as a tokenizer just used for tokenizing is): the trainer trains in training mode,
+    # where the noise applies; the perturbed ids are what the decoder learns from
+    seen = []
+    token_noise = cvivit._token_noise
+    cvivit._token_noise = lambda quantized, ids, rate: seen.append(rate) or token_noise(quantized, ids, rate)
     trainer = CViViTTrainer(cvivit, dataset=synthetic(), num_frames=5, batch_size=4, num_train_steps=4, lr=1e-2,
                             use_ema=False, decoder_only=True, decoder_token_noise=0.3, results_folder=tmp_path / "dec",
                             seed=0)
     assert trainer.hparams()["decoder_only"] is True and trainer.hparams()["decoder_token_noise"] == 0.3
     trainer.train()
+    assert seen == [0.3] * 4
+    del cvivit._token_noise
     after = clone_state(cvivit)
     moved = {name for name in before if not torch.equal(before[name], after[name])} - {"gan_step"}  # a step count
     assert moved and all(name.startswith(CViViT._DECODER_MODULES) for name in moved)  # the codebook buffers too

@@ -171,6 +171,22 @@ def test_self_token_critic_trains_its_head(tmp_path):
     assert ema.critic.maskgit is ema.maskgit
 
 
+def test_a_model_handed_over_in_eval_mode_trains_in_training_mode(tmp_path):
+    # e.g. a Phenaki just loaded and sampled from: its training-only behaviour (here continuation_prob) must apply
+    phenaki = build_phenaki(continuation_prob=1.0).eval()
+    trainer = PhenakiTrainer(phenaki, dataset=synthetic(8), batch_size=2, lr=1e-3, results_folder=tmp_path)
+    calls = []
+    original = phenaki._maskable_in_training
+
+    def spy(valid, *args, **kwargs):
+        calls.append(phenaki.training)
+        return original(valid, *args, **kwargs)
+
+    phenaki._maskable_in_training = spy
+    trainer.train_step()
+    assert calls == [True] and phenaki.training and not phenaki.cvivit.training  # the tokenizer stays frozen
+
+
 # ---------------------------------------------------------------------------------------------- pre-tokenized data
 
 

@@ -293,6 +293,7 @@ class CViViTTrainer(BaseTrainer):
         batches = self.next_batches()
         self._last_batch = batches[0]
         model = self.model  # the prepared (possibly DDP-wrapped) model: always called, never reached into
+        model.train()  # a model handed over in eval mode (a loaded or exported tokenizer) trains in training mode
 
         unwrapped = self.unwrapped_model
         if hasattr(unwrapped, "gan_step"):

@@ -373,6 +373,7 @@ class PhenakiTrainer(BaseTrainer):
         batches = self.next_batches()
         self._last_batch = batches[0]
         model = self.model  # the prepared (possibly DDP-wrapped) model: always called, never reached into
+        model.train()  # a model handed over in eval mode trains in training mode (Phenaki keeps its tokenizer in eval)
 
         # the critic trains on the updates numbered 0, k, 2k, ...; between them its parameters get no gradient and AdamW
         # leaves them (and their moments) alone

@@ -362,8 +362,7 @@ class CViViT(ConfigMixin, nn.Module):
             raise ValueError(f"gan_loss must be 'hinge' or 'bce', got {gan_loss!r}")
         if discr_start_step < 0:
             raise ValueError(f"discr_start_step must be >= 0, got {discr_start_step}")
-        if isinstance(decoder_token_noise, bool) or not 0.0 <= decoder_token_noise < 1.0:
-            raise ValueError(f"decoder_token_noise must lie in [0, 1), got {decoder_token_noise!r}")
+        check_token_noise(decoder_token_noise)
         if threshold_ema_dead_code < 0:
             raise ValueError(f"threshold_ema_dead_code must be >= 0, got {threshold_ema_dead_code}")
 
@@ -779,10 +778,8 @@ class CViViT(ConfigMixin, nn.Module):
         `decoder_only=True` trains the decoder alone: the encoder and the codebook run without gradients and
         without codebook updates, so the ids of every clip (and a MaskGit trained on them) stay valid, and the
         quantizer's loss is left out. `decoder_token_noise` overrides the model's rate for this call."""
-        if decoder_token_noise is not None and (
-            isinstance(decoder_token_noise, bool) or not 0.0 <= decoder_token_noise < 1.0
-        ):
-            raise ValueError(f"decoder_token_noise must lie in [0, 1) or be None, got {decoder_token_noise!r}")
+        if decoder_token_noise is not None:
+            check_token_noise(decoder_token_noise)
         noise = self.decoder_token_noise if decoder_token_noise is None else float(decoder_token_noise)
         video, is_image = self._as_video(video)
         if exists(mask):
@@ -887,8 +884,6 @@ class CViViT(ConfigMixin, nn.Module):
         """Parameters of the tokenizer proper (everything but the discriminator)."""
         return [p for name, p in self.named_parameters() if not name.startswith("discr.") and p.requires_grad]
 
-    _DECODER_MODULES = ("dec_temporal", "dec_spatial", "dec_spatial_bias", "pixel_head")
-
     def decoder_parameters(self):
         """Parameters of the decoder alone (temporal and spatial transformers, their position bias, the pixel
         head): what `forward(..., decoder_only=True)` trains."""
@@ -936,6 +931,7 @@ class CViViT(ConfigMixin, nn.Module):
 
     _ENCODER_MODULES = ("to_first_frame_tokens", "to_rest_tokens", "enc_spatial_bias", "enc_spatial", "enc_temporal",
                         "quantizer")
+    _DECODER_MODULES = ("dec_temporal", "dec_spatial", "dec_spatial_bias", "pixel_head")
 
     def discriminator_parameters(self):
         return list(self.discr.parameters()) if self.discr is not None else []
@@ -950,6 +946,12 @@ class CViViT(ConfigMixin, nn.Module):
     def save(self, path: str | Path):
         """Write the weights to a safetensors file atomically (temp file + rename), with a checksum."""
         atomic_save_safetensors(self, path)
+
+
+def check_token_noise(value, name: str = "decoder_token_noise") -> None:
+    """A probability of replacing a token by a random code: a real number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
 
 
 def _check_chunk_size(token_frames_per_chunk) -> None:

@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .cvivit import CViViT
+from .cvivit import CViViT, check_token_noise
 from .data import (
     DIRECTIONS,
     GLYPH_COLORS,
@@ -182,7 +182,9 @@ class DemoConfig:
     tokenizer_trainer: dict[str, Any] = field(default_factory=lambda: dict(batch_size=8, lr=1e-3))
     # the last `decoder_fraction` of stage 1's time post-trains the decoder alone (CViViTTrainer(decoder_only=True):
     # encoder and codebook frozen) with `decoder_token_noise` of its tokens replaced by random codes, so that it
-    # reads MaskGit's sampled ids against their neighbours; `decoder_trainer` are that trainer's kwargs
+    # reads MaskGit's sampled ids against their neighbours; `decoder_trainer` are that trainer's kwargs. Off in
+    # every preset: on AVX2 demo models it fixed held-out colour, but in ten minutes the tokenizer steps it takes
+    # cost as much (examples/demo_results.md, "Where the story's jump comes from")
     decoder_fraction: float = 0.0
     decoder_token_noise: float = 0.15
     decoder_trainer: dict[str, Any] = field(default_factory=lambda: dict(batch_size=8, lr=3e-4))
@@ -234,8 +236,7 @@ class DemoConfig:
                 raise ValueError(f"DemoConfig.{name} must lie in (0, 1), got {getattr(self, name)!r}")
         if not 0.0 <= self.decoder_fraction < 1.0:
             raise ValueError(f"DemoConfig.decoder_fraction must lie in [0, 1), got {self.decoder_fraction!r}")
-        if not 0.0 <= self.decoder_token_noise < 1.0:
-            raise ValueError(f"DemoConfig.decoder_token_noise must lie in [0, 1), got {self.decoder_token_noise!r}")
+        check_token_noise(self.decoder_token_noise, "DemoConfig.decoder_token_noise")
         if not 0.0 <= self.scene_cut_prob <= 1.0:
             raise ValueError(f"DemoConfig.scene_cut_prob must lie in [0, 1], got {self.scene_cut_prob!r}")
         if self.tokenizer_fraction + self.maskgit_fraction >= 1.0:
@@ -1006,6 +1007,7 @@ def run_demo(
         train_seconds={"tokenizer": stage1["seconds"], "maskgit": stage2["seconds"],
                        **({"decoder": decoder_stage["seconds"]} if decoder_stage else {})},
         losses={**{f"tokenizer_{k}": v for k, v in stage1["losses"].items()},
+                **({f"decoder_{k}": v for k, v in decoder_stage["losses"].items()} if decoder_stage else {}),
                 **{f"maskgit_{k}": v for k, v in stage2["losses"].items()}},
         timings=timings,
         text_encoder=encoder_name,

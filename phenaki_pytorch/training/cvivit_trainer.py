@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import Dataset, IterableDataset
 
+from ..cvivit import check_token_noise
 from ..data._utils import check_positive_int
 from .base import BaseTrainer, LearningRateSchedule, preserved_rng
 
@@ -171,10 +172,8 @@ class CViViTTrainer(BaseTrainer):
         self.save_results_every = save_results_every
         self.samples_folder = self.results_folder / "samples"
         self.collapse_warn_usage, self.collapse_warn_after = collapse_warn_usage, collapse_warn_after
-        if decoder_token_noise is not None and (
-            isinstance(decoder_token_noise, bool) or not 0.0 <= decoder_token_noise < 1.0
-        ):
-            raise ValueError(f"decoder_token_noise must lie in [0, 1) or be None, got {decoder_token_noise!r}")
+        if decoder_token_noise is not None:
+            check_token_noise(decoder_token_noise)
         self.decoder_only, self.decoder_token_noise = bool(decoder_only), decoder_token_noise
         # what every training forward passes besides the batch (nothing, unless asked: other models may lack them)
         self._forward_kwargs: dict[str, Any] = {}
@@ -240,7 +239,9 @@ class CViViTTrainer(BaseTrainer):
             )
         if self.decoder_only:
             if not callable(getattr(cvivit, "decoder_parameters", None)):
-                raise TypeError(f"decoder_only=True needs a CViViT (with .decoder_parameters()), got {type(cvivit).__name__}")
+                raise TypeError(
+                    f"decoder_only=True needs a CViViT (with .decoder_parameters()), got {type(cvivit).__name__}"
+                )
             if getattr(getattr(cvivit, "quantizer", None), "awaits_init", False):
                 raise ValueError(
                     "decoder_only=True post-trains a trained tokenizer, but this CViViT's codebook was never "

@@ -172,6 +172,32 @@ def test_train_tokenizer_then_train_then_sample(tmp_path, tiny_t5_dir):
     assert code == 0 and out.is_file()
 
 
+def test_train_tokenizer_post_trains_a_saved_decoder(tmp_path, capsys):
+    from phenaki_pytorch import CViViT
+
+    common = ["--data", "synthetic", "--synthetic-samples", "8", "--frames", "5", "--no-gan", "--batch-size", "2",
+              "--sample-every", "100"]
+    model = ["--dim", "32", "--codebook-size", "64", "--heads", "2", "--dim-head", "16", "--spatial-depth", "1",
+             "--temporal-depth", "1", "--image-size", "16"]
+    assert main(["train-tokenizer", *common, *model, "--steps", "3", "--results", str(tmp_path / "tok")]) == 0
+    saved = tmp_path / "tok" / "tokenizer"
+    code = main(["train-tokenizer", *common, "--init", str(saved), "--decoder-only", "--decoder-token-noise", "0.2",
+                 "--steps", "2", "--lr", "1e-2", "--results", str(tmp_path / "dec")])
+    assert code == 0
+    before = CViViT.from_pretrained(saved).state_dict()
+    after = CViViT.from_pretrained(tmp_path / "dec" / "tokenizer").state_dict()
+    moved = {name for name in before if not torch.equal(before[name], after[name])} - {"gan_step"}
+    assert moved and all(name.startswith(CViViT._DECODER_MODULES) for name in moved)
+    capsys.readouterr()
+    assert main(["train-tokenizer", *common, "--decoder-only", "--results", str(tmp_path / "x")]) == 2
+    assert "--decoder-only post-trains a saved tokenizer: give it with --init DIR" in capsys.readouterr().err
+    assert main(["train-tokenizer", *common, "--init", str(tmp_path / "none"), "--results", str(tmp_path / "y")]) == 2
+    assert "--init" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train-tokenizer", "--decoder-token-noise", "1.0"])
+    assert "a probability in [0, 1)" in capsys.readouterr().err
+
+
 def test_unknown_config_option_is_a_clear_error(tmp_path, capsys):
     config = tmp_path / "bad.json"
     config.write_text('{"dimension": 3}')

@@ -53,6 +53,7 @@ finite_float = _bounded(float, "a finite number", lambda v: True)
 positive_float = _bounded(float, "a positive number", lambda v: v > 0)
 non_negative_float = _bounded(float, "a number >= 0", lambda v: v >= 0)
 probability = _bounded(float, "a probability in [0, 1]", lambda v: 0.0 <= v <= 1.0)
+below_one = _bounded(float, "a probability in [0, 1)", lambda v: 0.0 <= v < 1.0)
 nucleus = _bounded(float, "a probability in (0, 1]", lambda v: 0.0 < v <= 1.0)
 for _name, _type in list(globals().items()):
     if callable(_type) and hasattr(_type, "expected"):

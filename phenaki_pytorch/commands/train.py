@@ -20,6 +20,7 @@ from pathlib import Path
 from .common import (
     CommandError,
     add_data_flags,
+    below_one,
     build_dataset,
     check_device,
     check_num_frames,
@@ -88,6 +89,18 @@ def register(sub) -> None:
     tokenizer.add_argument("--heads", type=positive_int, default=4)
     tokenizer.add_argument("--dim-head", type=positive_int, default=32)
     tokenizer.add_argument("--no-gan", action="store_true", help="reconstruction + quantizer loss only")
+    tokenizer.add_argument(
+        "--init", default=None, help="start from this saved tokenizer (a CViViT.save_pretrained folder; the model flags "
+        "above are then ignored)"
+    )
+    tokenizer.add_argument(
+        "--decoder-only", action="store_true", help="post-train only the decoder of the --init tokenizer: encoder and "
+        "codebook frozen, so its ids (and a MaskGit trained on them) stay valid"
+    )
+    tokenizer.add_argument(
+        "--decoder-token-noise", type=below_one, default=None, help="replace each token the decoder reads in training "
+        "by a random code with this probability (default: the tokenizer's own, 0 for a new one)"
+    )
     _trainer_flags(tokenizer, "results/tokenizer", default_lr=3e-4)  # CViViTTrainer's default
     tokenizer.set_defaults(func=cmd_train_tokenizer)
 
@@ -159,6 +172,13 @@ def cmd_train_tokenizer(args) -> int:
     from ..training import CViViTTrainer
 
     _check_device(args)
+    if args.decoder_only and args.init is None:
+        raise CommandError("--decoder-only post-trains a saved tokenizer: give it with --init DIR")
+    initial = None
+    if args.init is not None:
+        args.tokenizer = args.init
+        initial = _load_tokenizer(args, flag="--init")
+        args.patch_size, args.temporal_patch_size = initial.patch_size[0], initial.temporal_patch_size
     if args.image_size is None:
         if args.data != "synthetic":
             raise CommandError("--image-size is needed for a video folder or manifest")
@@ -169,7 +189,7 @@ def cmd_train_tokenizer(args) -> int:
         check_num_frames(args.frames, args.temporal_patch_size)
 
     seed_everything(args.seed)  # before the model is built: the seed fixes the initial weights too
-    cvivit = CViViT(
+    cvivit = initial if initial is not None else CViViT(
         dim=args.dim,
         codebook_size=args.codebook_size,
         quantizer=args.quantizer,
@@ -189,6 +209,8 @@ def cmd_train_tokenizer(args) -> int:
         num_frames=args.frames,
         train_on_images=args.images,
         num_train_steps=args.steps,
+        decoder_only=args.decoder_only,
+        decoder_token_noise=args.decoder_token_noise,
         **trainer_kwargs(args),
     )
     _resume(trainer, args)
@@ -197,10 +219,10 @@ def cmd_train_tokenizer(args) -> int:
     return 0
 
 
-def _load_tokenizer(args):
+def _load_tokenizer(args, flag: str = "--tokenizer"):
     from ..cvivit import CViViT
 
-    cvivit = load_pretrained(CViViT, args.tokenizer, "--tokenizer")
+    cvivit = load_pretrained(CViViT, args.tokenizer, flag)
     if args.image_size is None:
         args.image_size = cvivit.image_size[0] if cvivit.image_size else None
     if args.image_size is None:

@@ -211,36 +211,31 @@ def masked_foreground_ce(phenaki, probe_tokens, ratio=0.5, seed=0):
 def story_jumps(phenaki, seed, out):
     """Centroid jump at scene cuts against the motion inside scenes, for each story set and a few primed-frame
     counts."""
-    from phenaki_pytorch.evaluation import scene_cut_jumps
+    from phenaki_pytorch.evaluation import scene_cut_jumps, summarize_scene_cuts
     from phenaki_pytorch.story import sample_story
 
     rows = {}
     for set_name, stories in STORY_SETS.items():
         primes = ((1, "frames"), (3, "tokens"), (5, "frames"), (5, "tokens"), (7, "frames"), (7, "tokens"))
         for prime, prime_with in primes:
-            jumps, motions, videos = [], [], []
+            reports, videos = [], []
             for index, scenes in enumerate(stories):
                 story = sample_story(phenaki, scenes, prime_frames=prime, prime_with=prime_with, show_progress=False,
                                      generator=torch.Generator().manual_seed(seed + index))
-                report = scene_cut_jumps(story.video[0], [scene.start for scene in story.scenes])
-                jumps.append(report.jump)
-                motions.append(report.motion)
+                reports.append(scene_cut_jumps(story.video[0], [scene.start for scene in story.scenes]))
                 videos.append(story.video)
-            # a story whose frames beside every cut show no glyph has no jump to measure (NaN): average the rest
-            # and say how many there were, rather than letting one NaN hide the whole row
-            measured = [value for value in jumps if math.isfinite(value)]
-            moving = [value for value in motions if math.isfinite(value)]
-            jump = sum(measured) / len(measured) if measured else float("nan")
-            motion = sum(moving) / len(moving) if moving else float("nan")
+            # a story whose frames beside every cut show no glyph has no jump to measure: the summary averages the
+            # rest and counts them, rather than letting one NaN hide the whole row
+            summary = summarize_scene_cuts(reports)
+            jump, motion, missing = summary.jump, summary.motion, summary.stories - summary.measured
             rows[f"{set_name}, {prime} {prime_with}"] = {
                 "jump_px": round(jump, 2), "motion_px_per_frame": round(motion, 2),
-                "ratio": round(jump / motion, 2) if motion else None,
-                "stories_without_a_measurable_cut": len(jumps) - len(measured),
+                "ratio": round(summary.ratio, 2) if math.isfinite(summary.ratio) else None,
+                "stories_without_a_measurable_cut": missing,
             }
-            unmeasured = f" ({len(jumps) - len(measured)} of {len(jumps)} stories had no glyph beside a cut)"
+            unmeasured = f" ({missing} of {summary.stories} stories had no glyph beside a cut)" if missing else ""
             print(f"{set_name} stories, {prime} primed frames ({prime_with}): jump {jump:.2f} px at cuts, motion "
-                  f"{motion:.2f} px/frame inside scenes, ratio {jump / max(motion, 1e-6):.2f}"
-                  f"{unmeasured if len(measured) < len(jumps) else ''}", flush=True)
+                  f"{motion:.2f} px/frame inside scenes, ratio {jump / max(motion, 1e-6):.2f}{unmeasured}", flush=True)
             if prime == 5:
                 strip = torch.cat(videos)  # (stories, 3, f, h, w): every other frame side by side
                 tiles = torch.cat(list(strip[:, :, ::2].unbind(2)), dim=-1).unsqueeze(2)

@@ -68,6 +68,7 @@ from .evaluation import (
     judge_prompt_samples,
     judge_videos,
     scene_cut_jumps,
+    summarize_scene_cuts,
     train_shape_probe,
 )
 from .maskgit import MaskGit
@@ -712,18 +713,15 @@ def _tell_story(
 
 
 def _story_jumps(videos: Tensor, starts: list[int]) -> dict[str, Any]:
-    """The centroid jump at the cuts against the motion per frame inside scenes, over a batch of stories: means of
-    the per-story pixel numbers (a story whose glyph vanished around every cut adds no jump)."""
+    """The centroid jump at the cuts against the motion per frame inside scenes, over a batch of stories
+    (`summarize_scene_cuts` of each story's `scene_cut_jumps`), with the per-story numbers."""
     reports = [scene_cut_jumps(video, starts) for video in videos] if len(starts) > 1 else []
-    jumps = [r.jump for r in reports if math.isfinite(r.jump)]
-    motions = [r.motion for r in reports if math.isfinite(r.motion)]
-    jump = sum(jumps) / len(jumps) if jumps else math.nan
-    motion = sum(motions) / len(motions) if motions else math.nan
+    summary = summarize_scene_cuts(reports)
     return {
-        "jump": jump,
-        "motion": motion,
-        "ratio": jump / motion if motion > 0 else math.nan,
-        "stories": len(reports),
+        "jump": summary.jump,
+        "motion": summary.motion,
+        "ratio": summary.ratio,
+        "stories": summary.stories,
         "per_story": [{"jump": r.jump, "motion": r.motion, "jumps": r.jumps} for r in reports],
     }
 

@@ -1,5 +1,7 @@
 """Judging samples against their prompts, scene-cut jumps in stories, and the offline hashed-word encoder."""
 
+import math
+
 import pytest
 import torch
 from helpers import tiny_phenaki
@@ -9,6 +11,7 @@ from phenaki_pytorch.evaluation import (
     foreground_centroids,
     judge_prompt_samples,
     scene_cut_jumps,
+    summarize_scene_cuts,
     train_shape_probe,
 )
 from phenaki_pytorch.story import sample_story
@@ -72,6 +75,14 @@ def test_scene_cut_jumps_measures_the_jump_against_motion():
     assert centroids.shape == (2, 2)
     with pytest.raises(ValueError, match="scene_starts"):
         scene_cut_jumps(smooth, [1, 9])
+    # over stories: a story with no glyph beside its cut is left out of the means and counted
+    empty = scene_cut_jumps(torch.zeros_like(smooth), [0, 9])
+    summary = summarize_scene_cuts([report, jumped, empty])
+    assert (summary.stories, summary.measured) == (3, 2)
+    assert summary.jump == pytest.approx((report.jump + jumped.jump) / 2)
+    assert summary.motion == pytest.approx((report.motion + jumped.motion) / 2)
+    assert summary.ratio == pytest.approx(summary.jump / summary.motion)
+    assert math.isnan(summarize_scene_cuts([]).ratio)
 
 
 def test_scene_cut_jumps_on_a_sampled_story():

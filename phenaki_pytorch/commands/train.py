@@ -176,8 +176,7 @@ def cmd_train_tokenizer(args) -> int:
         raise CommandError("--decoder-only post-trains a saved tokenizer: give it with --init DIR")
     initial = None
     if args.init is not None:
-        args.tokenizer = args.init
-        initial = _load_tokenizer(args, flag="--init")
+        initial = _load_tokenizer(args, args.init, "--init")
         args.patch_size, args.temporal_patch_size = initial.patch_size[0], initial.temporal_patch_size
     if args.image_size is None:
         if args.data != "synthetic":
@@ -219,10 +218,10 @@ def cmd_train_tokenizer(args) -> int:
     return 0
 
 
-def _load_tokenizer(args, flag: str = "--tokenizer"):
+def _load_tokenizer(args, path: str, flag: str):
     from ..cvivit import CViViT
 
-    cvivit = load_pretrained(CViViT, args.tokenizer, flag)
+    cvivit = load_pretrained(CViViT, path, flag)
     if args.image_size is None:
         args.image_size = cvivit.image_size[0] if cvivit.image_size else None
     if args.image_size is None:
@@ -258,7 +257,7 @@ def cmd_train(args) -> int:
     _check_device(args)
     if args.sample_texts is not None and not Path(args.sample_texts).is_file():
         raise CommandError(f"--sample-texts {args.sample_texts!r} does not exist")
-    cvivit = _load_tokenizer(args)
+    cvivit = _load_tokenizer(args, args.tokenizer, "--tokenizer")
     dataset = _train_dataset(args, cvivit)
     max_seq_len = cvivit.num_tokens(args.frames)
     try:

@@ -38,7 +38,7 @@ from .probe import (
     train_shape_probe,
 )
 from .prompts import PromptReport, judge_prompt_samples
-from .story import SceneCutReport, foreground_centroids, scene_cut_jumps
+from .story import SceneCutReport, SceneCutSummary, foreground_centroids, scene_cut_jumps, summarize_scene_cuts
 
 __all__ = [
     "CodebookHistogram",
@@ -48,6 +48,7 @@ __all__ = [
     "MAX_PSNR",
     "PromptReport",
     "SceneCutReport",
+    "SceneCutSummary",
     "ShapeProbe",
     "TokenizerMetrics",
     "TokenizerReport",
@@ -72,6 +73,7 @@ __all__ = [
     "probe_accuracy",
     "psnr",
     "scene_cut_jumps",
+    "summarize_scene_cuts",
     "ssim",
     "temporal_consistency",
     "token_frame_mask",

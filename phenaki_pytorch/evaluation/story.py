@@ -13,6 +13,7 @@ quotient: about 1 when a cut moves the object no more than one frame of ordinary
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from torch import Tensor
 from ..data.synthetic import DEFAULT_BACKGROUND
 from ..typecheck import typechecked
 
-__all__ = ["SceneCutReport", "foreground_centroids", "scene_cut_jumps"]
+__all__ = ["SceneCutReport", "SceneCutSummary", "foreground_centroids", "scene_cut_jumps", "summarize_scene_cuts"]
 
 
 @dataclass
@@ -84,4 +85,30 @@ def scene_cut_jumps(
         motion=float(inside.mean()) if inside.numel() else float("nan"),
         jumps=[float(v) for v in step[is_cut]],
         missing=int(torch.isnan(centroids[:, 0]).sum()),
+    )
+
+
+@dataclass
+class SceneCutSummary:
+    jump: float  # mean of the stories' jumps (pixels), NaN when none could be measured
+    motion: float  # mean of the stories' motion per frame inside scenes (pixels)
+    stories: int  # reports summarized
+    measured: int  # of which with a measurable jump (a glyph on both sides of some cut)
+
+    @property
+    def ratio(self) -> float:
+        return self.jump / self.motion if self.motion > 0 else float("nan")
+
+
+@typechecked
+def summarize_scene_cuts(reports: Sequence[SceneCutReport]) -> SceneCutSummary:
+    """Means over several stories' `scene_cut_jumps` reports. A story whose glyph is missing beside every cut has
+    no jump (NaN): it is left out of the mean and counted, so one such story does not hide the others."""
+    jumps = [r.jump for r in reports if math.isfinite(r.jump)]
+    motions = [r.motion for r in reports if math.isfinite(r.motion)]
+    return SceneCutSummary(
+        jump=sum(jumps) / len(jumps) if jumps else float("nan"),
+        motion=sum(motions) / len(motions) if motions else float("nan"),
+        stories=len(reports),
+        measured=len(jumps),
     )

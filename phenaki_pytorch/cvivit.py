@@ -69,6 +69,7 @@ class Quantizer(nn.Module):
         fsq_levels: tuple[int, ...] | None,
         kmeans_init: bool = True,
         threshold_ema_dead_code: float = 2.0,
+        codebook_decay: float = 0.8,
     ):
         super().__init__()
         self.kind = kind
@@ -82,7 +83,7 @@ class Quantizer(nn.Module):
                 codebook_dim=codebook_dim,
                 use_cosine_sim=True,
                 commitment_weight=commitment_weight,
-                decay=0.8,
+                decay=codebook_decay,
                 # codes start as k-means centroids of the first batch's latents, and a code chosen less than
                 # `threshold_ema_dead_code` times (EMA count) is re-seeded from the batch: without both the
                 # codebook collapses to a few dozen codes
@@ -348,6 +349,7 @@ class CViViT(ConfigMixin, nn.Module):
         first_frame: str = "tubelet",
         kmeans_init: bool = True,
         threshold_ema_dead_code: float = 2.0,
+        codebook_decay: float = 0.8,
         discr_start_step: int = 10000,
         gradient_checkpointing: bool = False,
         decoder_token_noise: float = 0.0,
@@ -365,6 +367,8 @@ class CViViT(ConfigMixin, nn.Module):
         check_token_noise(decoder_token_noise)
         if threshold_ema_dead_code < 0:
             raise ValueError(f"threshold_ema_dead_code must be >= 0, got {threshold_ema_dead_code}")
+        if not 0.0 <= codebook_decay < 1.0:
+            raise ValueError(f"codebook_decay must lie in [0, 1), got {codebook_decay}")
 
         if use_vgg_and_gan is not None:  # the public reference's single switch
             use_gan = use_vgg_and_gan
@@ -432,6 +436,7 @@ class CViViT(ConfigMixin, nn.Module):
             tuple(fsq_levels) if exists(fsq_levels) else None,
             kmeans_init=kmeans_init,
             threshold_ema_dead_code=threshold_ema_dead_code,
+            codebook_decay=codebook_decay,
         )
 
         self.pixel_head = PixelHead(

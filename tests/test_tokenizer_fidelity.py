@@ -229,6 +229,23 @@ def test_dead_codes_are_replaced():
     assert not torch.equal(before[..., :8, :], codebook.embed[..., :8, :])
 
 
+def test_codebook_decay_sets_how_far_codes_move_per_step():
+    """`codebook_decay` is the codebook's EMA decay: from the same state, one training forward moves the codes
+    less at 0.99 than at the default 0.8; it is saved with the config and a value outside [0, 1) is refused."""
+    first, second = torch.rand(2, 4, 3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    moved = {}
+    for decay in (0.8, 0.99):
+        cvivit = tiny(codebook_size=32, threshold_ema_dead_code=0, codebook_decay=decay).train()
+        cvivit(first)  # k-means initialisation: the codes are the means of this batch's latents
+        before = cvivit.quantizer.quantizer._codebook.embed.detach().clone()
+        cvivit(second)  # another batch pulls them toward its own means
+        moved[decay] = (cvivit.quantizer.quantizer._codebook.embed - before).norm().item()
+    assert 0 < moved[0.99] < moved[0.8] / 5, moved
+    assert tiny(codebook_decay=0.99).config["codebook_decay"] == 0.99
+    with pytest.raises(ValueError, match="codebook_decay"):
+        tiny(codebook_decay=1.0)
+
+
 def test_trainer_logs_usage_and_warns_on_collapse(tmp_path, capsys):
     cvivit = tiny(use_gan=False, image_size=None)
     trainer = CViViTTrainer(

@@ -8,6 +8,7 @@ and perplexity on them, and a shape probe's accuracy on reconstructions against 
     python benchmarks/quality.py --minutes 8                 # the budget
     python benchmarks/quality.py --steps 400 --curve-every 100
     python benchmarks/quality.py --steps 400 --cvivit '{"pixel_head": "linear"}'   # one ablation
+    python benchmarks/quality.py --minutes 5 --decoder-minutes 1   # 4 minutes of training, then 1 of the decoder alone
 
 Stage 2 (benchmarks/quality_stage2.py): `--stage 2 --tokenizer DIR` (or `--stage both`) trains a text-conditioned
 Phenaki with `PhenakiTrainer` on the tokenized training clips and judges samples of every prompt; see that file.
@@ -19,6 +20,7 @@ Runs on different CPUs compare by --steps; --minutes says what one machine reach
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import tempfile
@@ -108,6 +110,11 @@ def stage1_args(parser):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=str, default="results/quality")
     parser.add_argument("--save-tokenizer", type=str, default=None, help="save the EMA tokenizer here (stage 2 input)")
+    parser.add_argument("--decoder-minutes", type=float, default=0.0,
+                        help="the last M of --minutes post-train the decoder alone (encoder and codebook frozen)")
+    parser.add_argument("--decoder-steps", type=int, default=None, help="cap on the decoder phase's steps")
+    parser.add_argument("--decoder-trainer", type=str, default="{}",
+                        help="JSON of CViViTTrainer options for the decoder phase (default: batch 8, lr 3e-4)")
 
 
 def stage1(args):
@@ -145,9 +152,11 @@ def stage1(args):
         **trainer_kwargs,
     )
 
+    if args.decoder_minutes and not (args.minutes and 0 < args.decoder_minutes < args.minutes):
+        raise SystemExit(f"--decoder-minutes must lie in (0, --minutes), got {args.decoder_minutes} of {args.minutes}")
     curve = []
     deadline = started_training = time.perf_counter()
-    deadline += args.minutes * 60 if args.minutes else float("inf")
+    deadline += (args.minutes - args.decoder_minutes) * 60 if args.minutes else float("inf")
     with trainer.matmul_precision():
         while (args.steps is None or trainer.step < args.steps) and time.perf_counter() < deadline:
             logs = trainer.train_step()
@@ -168,10 +177,32 @@ def stage1(args):
                 deadline += time.perf_counter() - started_training - seconds  # evaluation is not training time
     train_seconds = time.perf_counter() - started_training
     steps = trainer.step
+    tokenizer, online = trainer.eval_model, trainer.unwrapped_model
 
     results = {"steps": steps, "train_seconds": round(train_seconds, 1), "batch_size": args.batch_size,
                "config": config, "trainer": trainer_kwargs, "threads": args.threads, "curve": curve}
-    for name, model in (("ema", trainer.eval_model), ("online", trainer.unwrapped_model)):
+    if args.decoder_minutes:
+        # the rest of the budget trains the decoder alone on the export's frozen ids (CViViTTrainer(decoder_only=
+        # True)): the codes stop moving, so the decoder can settle on them (and on the motion inside a tubelet)
+        decoder_kwargs = {"batch_size": 8, "lr": 3e-4, **json.loads(args.decoder_trainer)}
+        decoder_trainer = CViViTTrainer(
+            copy.deepcopy(tokenizer).requires_grad_(True), dataset=splits.train, num_frames=9,
+            num_train_steps=args.decoder_steps or 10**9, valid_frac=0, save_model_every=10**9,
+            save_results_every=10**9, results_folder=tempfile.mkdtemp(prefix="quality-decoder-"), seed=args.seed,
+            decoder_only=True, **decoder_kwargs,
+        )
+        started_decoder = time.perf_counter()
+        with decoder_trainer.matmul_precision():
+            while (args.decoder_steps is None or decoder_trainer.step < args.decoder_steps) and (
+                time.perf_counter() - started_decoder < args.decoder_minutes * 60
+            ):
+                decoder_trainer.train_step()
+        decoder_seconds = time.perf_counter() - started_decoder
+        tokenizer, online = decoder_trainer.eval_model, decoder_trainer.unwrapped_model
+        results["decoder_phase"] = {"steps": decoder_trainer.step, "seconds": round(decoder_seconds, 1),
+                                    "trainer": decoder_kwargs}
+        print(f"decoder phase: {decoder_trainer.step} steps in {decoder_seconds:.0f} s (encoder and codebook frozen)")
+    for name, model in (("ema", tokenizer), ("online", online)):
         for split_name, split, videos, shapes in (
             ("seen", splits.seen, seen_videos, seen_shapes),
             ("held_out", splits.held_out, held_videos, held_shapes),
@@ -192,10 +223,10 @@ def stage1(args):
         )
     (out / "quality.json").write_text(json.dumps(results, indent=2))
     if args.save_tokenizer:
-        trainer.eval_model.save_pretrained(args.save_tokenizer)
+        tokenizer.save_pretrained(args.save_tokenizer)
         print(f"saved the EMA tokenizer to {args.save_tokenizer}")
     print(f"wrote {out / 'quality.json'} and {out / 'reconstructions.png'}")
-    return results, trainer.eval_model
+    return results, tokenizer
 
 
 def main(argv=None):

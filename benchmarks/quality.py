@@ -154,6 +154,8 @@ def stage1(args):
 
     if args.decoder_minutes and not (args.minutes and 0 < args.decoder_minutes < args.minutes):
         raise SystemExit(f"--decoder-minutes must lie in (0, --minutes), got {args.decoder_minutes} of {args.minutes}")
+    if args.decoder_steps is not None and not args.decoder_minutes:
+        raise SystemExit("--decoder-steps caps the decoder phase: give --decoder-minutes as well")
     curve = []
     deadline = started_training = time.perf_counter()
     deadline += (args.minutes - args.decoder_minutes) * 60 if args.minutes else float("inf")

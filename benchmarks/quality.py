@@ -20,7 +20,6 @@ Runs on different CPUs compare by --steps; --minutes says what one machine reach
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from common import header  # noqa: E402
 
 from phenaki_pytorch import CViViT  # noqa: E402
 from phenaki_pytorch.data import glyph_benchmark_splits, save_image, video_grid  # noqa: E402
+from phenaki_pytorch.demo import _train_until  # noqa: E402
 from phenaki_pytorch.evaluation import evaluate_tokenizer, probe_accuracy, train_shape_probe  # noqa: E402
 from phenaki_pytorch.training import CViViTTrainer  # noqa: E402
 
@@ -188,22 +188,19 @@ def stage1(args):
         # True)): the codes stop moving, so the decoder can settle on them (and on the motion inside a tubelet)
         decoder_kwargs = {"batch_size": 8, "lr": 3e-4, **json.loads(args.decoder_trainer)}
         decoder_trainer = CViViTTrainer(
-            copy.deepcopy(tokenizer).requires_grad_(True), dataset=splits.train, num_frames=9,
+            tokenizer.requires_grad_(True),  # the EMA export comes frozen; stage 1's trainer is done with it
+            dataset=splits.train, num_frames=9,
             num_train_steps=args.decoder_steps or 10**9, valid_frac=0, save_model_every=10**9,
             save_results_every=10**9, results_folder=tempfile.mkdtemp(prefix="quality-decoder-"), seed=args.seed,
             decoder_only=True, **decoder_kwargs,
         )
-        started_decoder = time.perf_counter()
-        with decoder_trainer.matmul_precision():
-            while (args.decoder_steps is None or decoder_trainer.step < args.decoder_steps) and (
-                time.perf_counter() - started_decoder < args.decoder_minutes * 60
-            ):
-                decoder_trainer.train_step()
-        decoder_seconds = time.perf_counter() - started_decoder
+        # the demo's driver of a trainer against a wall-clock deadline (at least one step, capped by max_steps)
+        phase = _train_until(decoder_trainer, deadline=time.perf_counter() + args.decoder_minutes * 60,
+                             max_steps=args.decoder_steps, name="decoder", show_progress=False)
         tokenizer, online = decoder_trainer.eval_model, decoder_trainer.unwrapped_model
-        results["decoder_phase"] = {"steps": decoder_trainer.step, "seconds": round(decoder_seconds, 1),
+        results["decoder_phase"] = {"steps": phase["steps"], "seconds": round(phase["seconds"], 1),
                                     "trainer": decoder_kwargs}
-        print(f"decoder phase: {decoder_trainer.step} steps in {decoder_seconds:.0f} s (encoder and codebook frozen)")
+        print(f"decoder phase: {phase['steps']} steps in {phase['seconds']:.0f} s (encoder and codebook frozen)")
     for name, model in (("ema", tokenizer), ("online", online)):
         for split_name, split, videos, shapes in (
             ("seen", splits.seen, seen_videos, seen_shapes),

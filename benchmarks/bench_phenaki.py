@@ -4,8 +4,10 @@ Small setting (issue 3): batch 2, 9 frames of 64x64, the tokenizer of bench_cviv
 MaskGit dim 128 depth 2, 768-dim text, 18 steps, guidance 3. Large setting: MaskGit
 dim 512, depth 6, 17 frames. Text embeddings come from a fixed random stand-in for
 T5 (the timing excludes the text encoder, which is cached per caption anyway).
+`--hourglass K` sets MaskGit's merged middle layers (default: the library's, `depth - 2` from
+depth 4 up, so the large setting merges 4 of its 6 layers; 0 runs every layer at full resolution).
 
-    python benchmarks/bench_phenaki.py [--large] [--bf16] [--device cuda]
+    python benchmarks/bench_phenaki.py [--large] [--bf16] [--device cuda] [--hourglass K]
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from common import autocast, header, peak_rss_mb, timeit
 from phenaki_pytorch import CallableTextEncoder, MaskGit, Phenaki
 
 
-def build(large: bool, device: str) -> tuple[Phenaki, int]:
+def build(large: bool, device: str, hourglass: int | None = None) -> tuple[Phenaki, int]:
     frames = 17 if large else 9
     cvivit = build_cvivit()
     tokens = cvivit.num_tokens(frames)
@@ -31,6 +33,7 @@ def build(large: bool, device: str) -> tuple[Phenaki, int]:
         dim_context=768,
         heads=8 if large else 4,
         dim_head=64 if large else 32,
+        hourglass=hourglass,
     )
     generator = torch.Generator().manual_seed(0)
     table = torch.randn(16, 768, generator=generator)
@@ -45,11 +48,12 @@ def main():
     parser.add_argument("--large", action="store_true")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--hourglass", type=int, default=None, help="MaskGit(hourglass=K); default: the library's")
     args = parser.parse_args()
     device = args.device
 
     torch.manual_seed(0)
-    phenaki, frames = build(args.large, device)
+    phenaki, frames = build(args.large, device, args.hourglass)
     videos = torch.rand(2, 3, frames, 64, 64, device=device)
     texts = ["a red square moving left", "a blue circle moving up"]
     optimizer = torch.optim.Adam(phenaki.trainable_parameters(), lr=1e-4)
@@ -84,7 +88,7 @@ def main():
     setting = "large (dim 512, depth 6, 17 frames)" if args.large else "small (dim 128, depth 2, 9 frames)"
     header(f"Phenaki {setting}, bf16={args.bf16}")
     print(f"MaskGit parameters {sum(p.numel() for p in phenaki.maskgit.parameters()) / 1e6:.1f}M, "
-          f"tokens per video {phenaki.cvivit.num_tokens(frames)}")
+          f"tokens per video {phenaki.cvivit.num_tokens(frames)}, hourglass {phenaki.maskgit.trunk.hourglass}")
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     phenaki.train()

@@ -136,6 +136,7 @@ def run_ours(spec: dict) -> dict:
             heads=mg["heads"],
             dim_head=mg["dim_head"],
             dim_context=spec["text_dim"],
+            hourglass=0,  # 0.5.0's layout: every layer at full resolution (ours merges the middle from depth 4)
         )
         return Phenaki(cvivit=cvivit, maskgit=maskgit, text_encoder=None, text_embed_dim=spec["text_dim"])
 

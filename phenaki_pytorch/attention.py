@@ -376,10 +376,31 @@ class Transformer(nn.Module):
                 raise ValueError("this Transformer cross-attends: pass `context` (b, m, dim_context) or `context_kv`")
             context_kv = self.precompute_context_kv(context, context_mask)
 
+        x = self.run_layers(
+            x, range(len(self.layers)), attn_bias=attn_bias, mask=mask, is_causal=is_causal,
+            context_kv=context_kv, kv_cache=kv_cache, rotary=rotary,
+        )
+        return self.norm_out(x)
+
+    def run_layers(
+        self,
+        x: Tensor,
+        indices: range,
+        *,
+        attn_bias: Tensor | None = None,
+        mask: Tensor | None = None,
+        is_causal: bool = False,
+        context_kv: list | None = None,
+        kv_cache: KVCache | None = None,
+        rotary: Tensor | None = None,
+    ) -> Tensor:
+        """Layers `indices` only, without the final norm: for callers that change the sequence between layers
+        (MaskGit's hourglass). `context_kv` is the whole stack's, indexed by layer."""
         checkpointed = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         if checkpointed and exists(kv_cache):
             raise ValueError("kv_cache is for inference: it cannot be combined with gradient checkpointing in training")
-        for index, layer in enumerate(self.layers):
+        for index in indices:
+            layer = self.layers[index]
             layer_kv = context_kv[index] if exists(layer.cross_attn) else None
             if checkpointed:
                 # non-reentrant: gradients reach every tensor the layer uses (the precomputed context kv and a
@@ -390,7 +411,7 @@ class Transformer(nn.Module):
                 )
             else:
                 x = _layer_forward(layer, x, mask, attn_bias, is_causal, layer_kv, kv_cache, index, rotary)
-        return self.norm_out(x)
+        return x
 
 
 def _layer_forward(

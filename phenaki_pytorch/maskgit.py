@@ -41,6 +41,7 @@ class TokenTransformer(nn.Module):
         rel_pos_bias: bool = False,
         rotary: bool = True,
         rotary_theta: float = 100.0,
+        hourglass: int = 0,
     ):
         super().__init__()
         if num_tokens < 1 or max_seq_len < 1:
@@ -78,6 +79,25 @@ class TokenTransformer(nn.Module):
         self.rotary = AxialRotary(dim_head, num_dims=3, theta=rotary_theta) if rotary else None
         self._pos_cache: dict = {}
         self._rotary_cache: dict = {}
+
+        # hourglass: the middle `hourglass` layers run on 2 x 2 blocks of tokens merged into one (a quarter of the
+        # sequence); the layers before and after run at full resolution, and the middle's output is spread back
+        # over the four tokens as a residual. `lengthen` starts at zero, so a new model is the outer layers alone
+        if isinstance(hourglass, bool) or not 0 <= hourglass <= max(depth - 2, 0) or (hourglass and depth < 3):
+            raise ValueError(
+                f"hourglass must be an int in [0, depth - 2] (at least one full-resolution layer before and after "
+                f"the merged ones), got hourglass={hourglass!r} with depth={depth}"
+            )
+        if hourglass and rel_pos_bias:
+            raise ValueError("hourglass cannot be combined with rel_pos_bias (its bias is over the full-resolution grid)")
+        self.hourglass = hourglass
+        pre = (depth - hourglass) // 2
+        self._segments = (range(0, pre), range(pre, pre + hourglass), range(pre + hourglass, depth))
+        if hourglass:
+            self.shorten = nn.Linear(4 * dim, dim)
+            self.lengthen = nn.Linear(dim, 4 * dim)
+            nn.init.zeros_(self.lengthen.weight)
+            nn.init.zeros_(self.lengthen.bias)
 
     @property
     def is_conditional(self) -> bool:
@@ -158,9 +178,57 @@ class TokenTransformer(nn.Module):
         if exists(self.rotary):
             key = (n, *self._grid_shape(n, video_patch_shape), str(x.device))
             if key not in self._rotary_cache:
-                self._rotary_cache = {key: self.rotary(t_idx, h_idx, w_idx)}
+                self._rotary_cache = {key: self.rotary(t_idx, h_idx, w_idx)}  # one grid at a time (and its merged grid)
             rotary = self._rotary_cache[key]
+        if self.hourglass:
+            return self._hourglass_forward(tokens, video_patch_shape, video_mask, context_kv, rotary)
         return self.transformer(tokens, mask=video_mask, attn_bias=attn_bias, context_kv=context_kv, rotary=rotary)
+
+    def _hourglass_forward(
+        self,
+        x: Tensor,
+        video_patch_shape: tuple[int, int] | None,
+        mask: Tensor | None,
+        context_kv: list | None,
+        rotary: Tensor | None,
+    ) -> Tensor:
+        b, n, d = x.shape
+        t, h, w = self._grid_shape(n, video_patch_shape)
+        pre, middle, post = self._segments
+        run = self.transformer.run_layers
+        x = run(x, pre, mask=mask, context_kv=context_kv, rotary=rotary)
+
+        # a grid with an odd number of rows or columns (or one row: no video_patch_shape) gets a row / column of
+        # zeros; every block still holds at least one real token, and the padding is cut off again below
+        h2, w2 = -(-h // 2), -(-w // 2)
+
+        def blocks(y: Tensor) -> Tensor:  # (b, t*h*w, ...) -> (b, t*h2*w2, 4, ...): each 2 x 2 block together
+            y = y.reshape(b, t, h, w, -1)
+            y = F.pad(y, (0, 0, 0, 2 * w2 - w, 0, 2 * h2 - h))
+            y = y.reshape(b, t, h2, 2, w2, 2, -1).transpose(3, 4)
+            return y.reshape(b, t * h2 * w2, 4, -1)
+
+        merged_mask = blocks(mask[..., None]).any(dim=(2, 3)) if exists(mask) else None
+        merged = run(
+            self.shorten(blocks(x).flatten(2)), middle, mask=merged_mask, context_kv=context_kv,
+            rotary=self._merged_rotary(t, h2, w2, x.device),
+        )
+        spread = self.lengthen(merged).reshape(b, t, h2, w2, 2, 2, d).transpose(3, 4).reshape(b, t, 2 * h2, 2 * w2, d)
+        x = x + spread[:, :, :h, :w].reshape(b, n, d)
+        x = run(x, post, mask=mask, context_kv=context_kv, rotary=rotary)
+        return self.transformer.norm_out(x)
+
+    def _merged_rotary(self, t: int, h2: int, w2: int, device) -> Tensor | None:
+        """Rotary positions of the merged (t, h2, w2) grid: each block at the centre of its four tokens, in token
+        units, so offsets mean what they mean at full resolution."""
+        if not exists(self.rotary):
+            return None
+        key = ("merged", t, h2, w2, str(device))
+        if key not in self._rotary_cache:
+            index = torch.arange(t * h2 * w2, device=device)
+            rows, cols = (index // w2) % h2, index % w2
+            self._rotary_cache[key] = self.rotary(index // (h2 * w2), 2 * rows + 0.5, 2 * cols + 0.5)
+        return self._rotary_cache[key]
 
     def _attn_bias(self, n: int, video_patch_shape: tuple[int, int] | None, device) -> Tensor:
         """The relative position bias (heads, n, n). Without gradients (every decoding step of `sample`) it is
@@ -212,6 +280,13 @@ class MaskGit(ConfigMixin, nn.Module):
     frequencies down to `1 / rotary_theta` radians per step): attention scores then depend on the offset between
     two tokens, so a shape learned at one place and time is recognised at every other. It adds no weights and,
     unlike `rel_pos_bias`, no (n, n) tensor, so the fused attention kernels still apply.
+    `hourglass=k` runs the middle k of the `depth` layers on 2 x 2 blocks of tokens (within a token frame) merged
+    into one: a quarter of the sequence, so a merged layer costs about a fifth of a full one at a few hundred
+    tokens. The layers before and after run at full resolution, and the merged layers' output is added back to
+    every token of its block (starting at zero, so a new model begins as its outer layers). A grid with an odd
+    number of rows or columns is padded for the merge. The default (None) merges all but the first and the last
+    layer from depth 4 up (`depth - 2`) and none below or with `rel_pos_bias`; 0 keeps every layer at full
+    resolution.
     """
 
     @typechecked
@@ -236,8 +311,11 @@ class MaskGit(ConfigMixin, nn.Module):
         rel_pos_bias: bool = False,
         rotary: bool = True,
         rotary_theta: float = 100.0,
+        hourglass: int | None = None,
     ):
         super().__init__()
+        if hourglass is None:
+            hourglass = depth - 2 if depth >= 4 and not rel_pos_bias else 0
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = label_smoothing
@@ -262,15 +340,24 @@ class MaskGit(ConfigMixin, nn.Module):
             rel_pos_bias=rel_pos_bias,
             rotary=rotary,
             rotary_theta=rotary_theta,
+            hourglass=hourglass,
         )
         self.tie_embeddings = tie_embeddings
         self.to_logits = TiedLogits(self.trunk.token_emb, num_tokens, dim) if tie_embeddings else nn.Linear(dim, num_tokens)
 
     @classmethod
     def upgrade_config(cls, config: dict) -> dict:
-        """Configs saved before rotary self-attention existed rebuild the model they were trained as (no rotation)."""
+        """Configs saved before rotary self-attention or the hourglass existed rebuild the model they were trained
+        as (no rotation, every layer at full resolution)."""
         config.setdefault("rotary", False)
+        config.setdefault("hourglass", 0)
         return config
+
+    @property
+    def config(self) -> dict:
+        """The constructor arguments, with `hourglass` as resolved (a saved model keeps its layout if the
+        default for its depth ever changes)."""
+        return {**super().config, "hourglass": self.trunk.hourglass}
 
     num_tokens = property(lambda self: self.trunk.num_tokens)
     mask_id = property(lambda self: self.trunk.mask_id)

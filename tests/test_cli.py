@@ -159,11 +159,13 @@ def test_train_tokenizer_then_train_then_sample(tmp_path, tiny_t5_dir):
     phenaki_results = tmp_path / "phenaki"
     code = main([
         "train", "--tokenizer", str(tokenizer_results / "tokenizer"), "--data", "synthetic", "--synthetic-samples", "8",
-        "--frames", "5", "--text-encoder", tiny_t5_dir, "--dim", "32", "--depth", "1", "--heads", "2",
-        "--dim-head", "16", "--critic", "token", "--critic-every", "3", "--steps", "3", "--batch-size", "2",
-        "--results", str(phenaki_results), "--sample-every", "3",
+        "--frames", "5", "--text-encoder", tiny_t5_dir, "--dim", "32", "--depth", "3", "--hourglass", "1",
+        "--heads", "2", "--dim-head", "16", "--critic", "token", "--critic-every", "3", "--steps", "3",
+        "--batch-size", "2", "--results", str(phenaki_results), "--sample-every", "3",
     ])
     assert code == 0
+    config = json.loads((phenaki_results / "phenaki" / "config.json").read_text())
+    assert '"hourglass": 1' in json.dumps(config)  # the flag reached the saved MaskGit
     logs = [json.loads(line) for line in (phenaki_results / "metrics.jsonl").read_text().splitlines()]
     assert ["critic_loss" in entry for entry in logs if "loss" in entry] == [True, False, False]  # --critic-every 3
     out = tmp_path / "sample.gif"
@@ -376,6 +378,10 @@ def test_invalid_frames_are_reported_before_any_work(tmp_path, capsys, checkpoin
     code, err, lines = run_main(capsys, "train", "--tokenizer", str(tokenizer), "--frames", "6", "--text-encoder", "nowhere",
                                 "--results", str(results))
     assert code == 2 and "--frames 6" in err and not results.exists()
+    code, err, lines = run_main(capsys, "train", "--tokenizer", str(tokenizer), "--depth", "4", "--hourglass", "3",
+                                "--text-encoder", "nowhere", "--results", str(results))
+    assert code == 2 and "--hourglass 3" in err and "at most --depth - 2 (2)" in err and len(lines) == 1
+    assert not results.exists()
 
 
 def test_user_runtime_errors_are_one_line_with_status_2(tmp_path, capsys, checkpoint):

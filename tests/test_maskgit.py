@@ -80,9 +80,12 @@ def test_cond_drop_prob_is_used_in_training_only():
     torch.testing.assert_close(maskgit(ids, text_embeds=text), cond)
 
 
-def test_padding_mask_isolates_real_tokens():
+@pytest.mark.parametrize("depth", [2, 4])  # depth 4: the middle two layers merged (the hourglass default)
+def test_padding_mask_isolates_real_tokens(depth):
     torch.manual_seed(0)
-    maskgit = tiny_maskgit().eval()
+    maskgit = tiny_maskgit(depth=depth).eval()
+    if maskgit.trunk.hourglass:
+        torch.nn.init.normal_(maskgit.trunk.lengthen.weight, std=0.1)  # else the merged layers add nothing yet
     ids = torch.randint(0, 64, (1, 16))
     valid = torch.zeros(1, 16, dtype=torch.bool)
     valid[:, :8] = True
@@ -400,3 +403,110 @@ def test_rotary_refuses_a_kv_cache():
         assert transformer(x, rotary=rotations).shape == (1, 4, 16)
         with pytest.raises(ValueError, match="kv_cache"):
             transformer(x, rotary=rotations, kv_cache=KVCache())
+
+
+def _hourglass_pair():
+    """A depth-4 MaskGit with its middle two layers merged, and a depth-2 MaskGit holding its outer two layers."""
+    torch.manual_seed(0)
+    hourglass = MaskGit(num_tokens=64, max_seq_len=48, dim=32, depth=4, dim_context=TEXT_DIM, heads=2, dim_head=12,
+                        hourglass=2).eval()
+    outer = MaskGit(num_tokens=64, max_seq_len=48, dim=32, depth=2, dim_context=TEXT_DIM, heads=2, dim_head=12).eval()
+    state = {k: v for k, v in hourglass.state_dict().items() if "layers.1." not in k and "layers.2." not in k
+             and "shorten" not in k and "lengthen" not in k}
+    state = {k.replace("layers.3.", "layers.1."): v for k, v in state.items()}
+    outer.load_state_dict(state)
+    return hourglass, outer
+
+
+def test_hourglass_runs_its_middle_layers_on_a_quarter_of_the_tokens_and_starts_as_its_outer_layers():
+    hourglass, outer = _hourglass_pair()
+    ids, text = torch.randint(0, 65, (2, 48)), torch.randn(2, 5, TEXT_DIM)
+    lengths = []
+    hooks = [layer.self_attn.register_forward_hook(lambda module, args, out: lengths.append(out.shape[1]))
+             for layer in hourglass.trunk.transformer.layers]
+    with torch.no_grad():
+        out = hourglass(ids, text_embeds=text, video_patch_shape=(4, 4))  # 3 token frames of 4 x 4
+    for hook in hooks:
+        hook.remove()
+    assert lengths == [48, 12, 12, 48]
+    # `lengthen` starts at zero: a new hourglass model computes what its full-resolution layers alone compute
+    with torch.no_grad():
+        torch.testing.assert_close(out, outer(ids, text_embeds=text, video_patch_shape=(4, 4)))
+        torch.nn.init.normal_(hourglass.trunk.lengthen.weight, std=0.1)
+        assert not torch.allclose(hourglass(ids, text_embeds=text, video_patch_shape=(4, 4)), out)
+    hourglass.train()
+    hourglass(ids, text_embeds=text, video_patch_shape=(4, 4)).square().mean().backward()
+    middle = hourglass.trunk.transformer.layers[1]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in middle.parameters())
+
+
+@pytest.mark.parametrize("h,w", [(4, 6), (3, 5)])
+def test_hourglass_merges_each_2x2_block_of_one_frame_and_spreads_it_back_to_the_same_four_tokens(monkeypatch, h, w):
+    """Odd grids are padded with zeros for the merge; the padding never comes back."""
+    hourglass, _ = _hourglass_pair()
+    trunk = hourglass.trunk
+    t, d = 3, 32
+    seen = []
+    monkeypatch.setattr(trunk.transformer, "run_layers", lambda x, indices, **kw: seen.append(x) or x)
+    monkeypatch.setattr(trunk.transformer, "norm_out", torch.nn.Identity())
+    x = torch.randn(1, t * h * w, d)
+    fine = x.reshape(t, h, w, d)
+    padded = torch.nn.functional.pad(fine, (0, 0, 0, w % 2, 0, h % 2))
+    with torch.no_grad():
+        for corner, (dh, dw) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+            seen.clear()
+            trunk.shorten.weight.zero_(), trunk.shorten.bias.zero_()
+            trunk.shorten.weight[:, corner * d:(corner + 1) * d] = torch.eye(d)  # keep one corner of each block
+            trunk.lengthen.weight.zero_(), trunk.lengthen.bias.zero_()
+            trunk.lengthen.weight[corner * d:(corner + 1) * d] = torch.eye(d)  # and write it back to that corner only
+            out = trunk._hourglass_forward(x, (h, w), None, None, None)
+            assert out.shape == x.shape
+            merged = seen[1].reshape(t, (h + 1) // 2, (w + 1) // 2, d)
+            torch.testing.assert_close(merged, padded[:, dh::2, dw::2])
+            spread = (out - x).reshape(t, h, w, d)
+            torch.testing.assert_close(spread[:, dh::2, dw::2], fine[:, dh::2, dw::2])
+            others = torch.ones(h, w, dtype=torch.bool)
+            others[dh::2, dw::2] = False
+            assert spread[:, others].abs().max() == 0
+
+
+def test_hourglass_default_arguments_and_round_trip(tmp_path):
+    import json
+
+    from phenaki_pytorch.serialization import _payload_digest
+
+    # the default merges all but the first and last layer from depth 4 up, and is saved as resolved
+    for depth, expected in ((1, 0), (3, 0), (4, 2), (6, 4)):
+        assert tiny_maskgit(depth=depth).trunk.hourglass == expected
+        assert tiny_maskgit(depth=depth).config["hourglass"] == expected
+    for depth, k in ((4, 3), (2, 1), (4, -1)):
+        with pytest.raises(ValueError, match="hourglass must be"):
+            tiny_maskgit(depth=depth, hourglass=k)
+    with pytest.raises(ValueError, match="rel_pos_bias"):
+        tiny_maskgit(depth=3, hourglass=1, rel_pos_bias=True)
+    assert tiny_maskgit(depth=4, rel_pos_bias=True).trunk.hourglass == 0  # the default steps aside for the bias
+
+    maskgit = tiny_maskgit(depth=4).eval()
+    ids, text = torch.randint(0, 64, (2, 60)), torch.randn(2, 5, TEXT_DIM)
+    torch.nn.init.normal_(maskgit.trunk.lengthen.weight, std=0.1)
+    with torch.no_grad():
+        for shape in ((3, 5), (5, 3), None):  # odd grids, and no grid (one row), are padded for the merge
+            assert maskgit(ids, text_embeds=text, video_patch_shape=shape).shape == (2, 60, 64)
+        out = maskgit(ids[:, :48], text_embeds=text, video_patch_shape=(4, 4))
+        maskgit.save_pretrained(tmp_path / "new")
+        loaded = MaskGit.from_pretrained(tmp_path / "new").eval()
+        assert loaded.trunk.hourglass == 2
+        torch.testing.assert_close(loaded(ids[:, :48], text_embeds=text, video_patch_shape=(4, 4)), out)
+
+    # a config saved before the option existed rebuilds the full-resolution model it was trained as
+    plain = tiny_maskgit(depth=4, hourglass=0).eval()
+    plain.save_pretrained(tmp_path / "old")
+    payload = json.loads((tmp_path / "old" / "config.json").read_text())
+    del payload["config"]["hourglass"]
+    payload["config_sha256"] = _payload_digest(payload)
+    (tmp_path / "old" / "config.json").write_text(json.dumps(payload))
+    old = MaskGit.from_pretrained(tmp_path / "old").eval()
+    assert old.trunk.hourglass == 0
+    with torch.no_grad():
+        torch.testing.assert_close(old(ids[:, :48], text_embeds=text, video_patch_shape=(4, 4)),
+                                   plain(ids[:, :48], text_embeds=text, video_patch_shape=(4, 4)))

@@ -105,10 +105,11 @@ def test_sampling_is_reproducible_with_a_generator():
     assert c.shape == (1, 3, 2, 2)
 
 
-@pytest.mark.parametrize("with_critic", [False, True])
-def test_primed_tokens_and_pixels_are_preserved(with_critic):
+@pytest.mark.parametrize("with_critic,hourglass", [(False, 0), (True, 0), (True, 1)])
+def test_primed_tokens_and_pixels_are_preserved(with_critic, hourglass):
     torch.manual_seed(0)
-    phenaki = tiny_phenaki(critic=tiny_critic() if with_critic else None).eval()
+    maskgit = tiny_maskgit(depth=3, hourglass=1) if hourglass else tiny_maskgit()
+    phenaki = tiny_phenaki(critic=tiny_critic() if with_critic else None, maskgit=maskgit).eval()
     prime = torch.rand(2, 3, 3, 16, 16)
     prime_ids = phenaki.cvivit.tokenize(prime)  # (2, 2, 2, 2)
     ids = phenaki.sample(texts=["a", "b"], prime_frames=prime, num_frames=4, return_codebook_ids=True, steps=6)

@@ -116,6 +116,10 @@ def register(sub) -> None:
     train.add_argument("--depth", type=positive_int, default=4)
     train.add_argument("--heads", type=positive_int, default=8)
     train.add_argument("--dim-head", type=positive_int, default=32)
+    train.add_argument(
+        "--hourglass", type=non_negative_int, default=None,
+        help="middle layers run on merged 2x2 blocks of tokens (default: depth - 2 from depth 4 up; 0: none)",
+    )
     train.add_argument("--cond-drop-prob", type=probability, default=0.25)
     train.add_argument("--critic", choices=("none", "token", "self"), default="none", help="token critic to train too")
     train.add_argument(
@@ -257,6 +261,11 @@ def cmd_train(args) -> int:
     _check_device(args)
     if args.sample_texts is not None and not Path(args.sample_texts).is_file():
         raise CommandError(f"--sample-texts {args.sample_texts!r} does not exist")
+    if args.hourglass and args.hourglass > args.depth - 2:
+        raise CommandError(
+            f"--hourglass {args.hourglass}: at most --depth - 2 ({max(args.depth - 2, 0)}) layers can be merged, "
+            f"one full-resolution layer is kept before and after them"
+        )
     cvivit = _load_tokenizer(args, args.tokenizer, "--tokenizer")
     dataset = _train_dataset(args, cvivit)
     max_seq_len = cvivit.num_tokens(args.frames)
@@ -275,6 +284,7 @@ def cmd_train(args) -> int:
         dim_head=args.dim_head,
         dim_context=text_dim,
         cond_drop_prob=args.cond_drop_prob,
+        hourglass=args.hourglass,
     )
     critic = None
     if args.critic == "token":

@@ -83,7 +83,7 @@ class TokenTransformer(nn.Module):
         # hourglass: the middle `hourglass` layers run on 2 x 2 blocks of tokens merged into one (a quarter of the
         # sequence); the layers before and after run at full resolution, and the middle's output is spread back
         # over the four tokens as a residual. `lengthen` starts at zero, so a new model is the outer layers alone
-        if isinstance(hourglass, bool) or not 0 <= hourglass <= max(depth - 2, 0) or (hourglass and depth < 3):
+        if isinstance(hourglass, bool) or not 0 <= hourglass <= max(depth - 2, 0):
             raise ValueError(
                 f"hourglass must be an int in [0, depth - 2] (at least one full-resolution layer before and after "
                 f"the merged ones), got hourglass={hourglass!r} with depth={depth}"
@@ -281,8 +281,8 @@ class MaskGit(ConfigMixin, nn.Module):
     two tokens, so a shape learned at one place and time is recognised at every other. It adds no weights and,
     unlike `rel_pos_bias`, no (n, n) tensor, so the fused attention kernels still apply.
     `hourglass=k` runs the middle k of the `depth` layers on 2 x 2 blocks of tokens (within a token frame) merged
-    into one: a quarter of the sequence, so a merged layer costs about a fifth of a full one at a few hundred
-    tokens. The layers before and after run at full resolution, and the merged layers' output is added back to
+    into one: a quarter of the sequence, so a merged layer takes about a quarter of a full one's time (at 320
+    tokens, the merge and spread included). The layers before and after run at full resolution, and the merged layers' output is added back to
     every token of its block (starting at zero, so a new model begins as its outer layers). A grid with an odd
     number of rows or columns is padded for the merge. The default (None) merges all but the first and the last
     layer from depth 4 up (`depth - 2`) and none below or with `rel_pos_bias`; 0 keeps every layer at full

@@ -1,6 +1,7 @@
 """One process of the two-process FSDP tests (launched by tests/test_fsdp.py via torchrun, gloo on the CPU).
 
-Usage: python -m torch.distributed.run --standalone --nproc_per_node 2 tests/fsdp_worker.py OUT_DIR cvivit|phenaki
+Usage: python -m torch.distributed.run --standalone --nproc_per_node 2 tests/fsdp_worker.py OUT_DIR cvivit|phenaki|hourglass
+(hourglass: the phenaki run with a MaskGit whose middle layer runs on merged tokens)
 
 accelerate enables FSDP only for accelerator devices (on CPU processes it silently keeps plain data parallelism),
 while torch's FSDP2 (`fully_shard`) itself runs on CPU tensors with gloo. So this worker sets accelerate's state to
@@ -23,7 +24,7 @@ from accelerate.utils import DistributedType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import tiny_critic, tiny_cvivit, tiny_phenaki  # noqa: E402
+from helpers import tiny_critic, tiny_cvivit, tiny_maskgit, tiny_phenaki  # noqa: E402
 
 from phenaki_pytorch.data import SyntheticCaptionedVideos  # noqa: E402
 from phenaki_pytorch.training import CViViTTrainer, PhenakiTrainer  # noqa: E402
@@ -67,7 +68,8 @@ def make(kind: str, results: Path, model_seed: int = 0, **overrides):
         model = tiny_cvivit(image_size=None, discr_start_step=0)
         common.setdefault("num_train_steps", 4)
         return CViViTTrainer(model, num_frames=5, apply_grad_penalty_every=2, **common)
-    model = tiny_phenaki(critic=tiny_critic())
+    maskgit = tiny_maskgit(depth=3, hourglass=1) if kind == "hourglass" else tiny_maskgit()
+    model = tiny_phenaki(critic=tiny_critic(), maskgit=maskgit)
     common.setdefault("train_num_steps", 4)
     return PhenakiTrainer(model, sample_texts=["a red square moving left"], sample_steps=2, **common)
 

@@ -100,7 +100,7 @@ def test_fsdp_argument_is_checked(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["cvivit", "phenaki"])
+@pytest.mark.parametrize("kind", ["cvivit", "phenaki", "hourglass"])
 def test_two_fsdp_processes_resume_exactly(tmp_path, kind):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     command = [

@@ -89,7 +89,10 @@ class TokenTransformer(nn.Module):
                 f"the merged ones), got hourglass={hourglass!r} with depth={depth}"
             )
         if hourglass and rel_pos_bias:
-            raise ValueError("hourglass cannot be combined with rel_pos_bias (its bias is over the full-resolution grid)")
+            raise ValueError(
+                f"hourglass={hourglass} cannot be combined with rel_pos_bias=True (its bias is over the full-resolution "
+                f"grid): pass hourglass=0, or leave hourglass at its default, which is 0 with rel_pos_bias"
+            )
         self.hourglass = hourglass
         pre = (depth - hourglass) // 2
         self._segments = (range(0, pre), range(pre, pre + hourglass), range(pre + hourglass, depth))

@@ -103,10 +103,13 @@ def test_critic_and_ema_move_while_the_tokenizer_stays_frozen(trained):
     assert all(not torch.equal(critic_now[k], before["critic"][k]) for k in before["critic"] if "weight" in k)
     cvivit_now = phenaki.cvivit.state_dict()
     assert all(torch.equal(cvivit_now[k], before["cvivit"][k]) for k in before["cvivit"])
-    # one optimizer, a MaskGit group and a critic group; no tokenizer parameter in either
+    # one optimizer, MaskGit groups and critic groups (Muon's matrices, AdamW's rest); no tokenizer parameter
     groups = trainer.optimizers["phenaki"].param_groups
-    assert [group["name"] for group in groups] == ["maskgit", "critic"]
-    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in phenaki.critic.parameters()}
+    assert [(group["name"], group["muon"]) for group in groups] == [
+        ("maskgit", True), ("maskgit", False), ("critic", True), ("critic", False)
+    ]
+    critic_ids = {id(p) for group in groups if group["name"] == "critic" for p in group["params"]}
+    assert critic_ids == {id(p) for p in phenaki.critic.parameters()}
     optimized = {id(p) for group in groups for p in group["params"]}
     assert not optimized & {id(p) for p in phenaki.cvivit.parameters()}
     # the EMA averages MaskGit and the critic, and shares the frozen tokenizer instead of copying it
@@ -163,7 +166,8 @@ def test_self_token_critic_trains_its_head(tmp_path):
     logs = [trainer.train_step() for _ in range(5)]
     assert ["critic_loss" in entry for entry in logs] == [True, False, True, False, True]  # critic_every=2
     groups = trainer.optimizers["phenaki"].param_groups
-    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in phenaki.critic.to_logits.parameters()}
+    critic_ids = {id(p) for group in groups if group["name"] == "critic" for p in group["params"]}
+    assert critic_ids == {id(p) for p in phenaki.critic.to_logits.parameters()}
     assert all(not torch.equal(v, head[k]) for k, v in phenaki.critic.state_dict().items())
     assert all(torch.equal(v, cvivit[k]) for k, v in phenaki.cvivit.state_dict().items())
     # the EMA's critic head reads the EMA's MaskGit, not the online one
@@ -248,19 +252,20 @@ def make_resume_trainer(results, **overrides):
     return PhenakiTrainer(build_phenaki(model_seed, critic=True), **kwargs)
 
 
-def test_resume_matches_an_uninterrupted_run(tmp_path):
-    straight = make_resume_trainer(tmp_path / "straight")
+@pytest.mark.parametrize("optimizer", ["muon", "adamw"])
+def test_resume_matches_an_uninterrupted_run(tmp_path, optimizer):
+    straight = make_resume_trainer(tmp_path / "straight", optimizer=optimizer)
     straight_logs = [straight.train_step() for _ in range(6)]  # no evaluations, no checkpoints in between
 
     # the interrupted run goes through train(): samples at step 2 (under preserved RNG), a checkpoint at step 3
-    first = make_resume_trainer(tmp_path / "resumed", train_num_steps=3)
+    first = make_resume_trainer(tmp_path / "resumed", train_num_steps=3, optimizer=optimizer)
     first.train()
     assert first.checkpoints.latest().name == "checkpoint-00000003.pt"
     assert (tmp_path / "resumed" / "samples" / "step-00000002.gif").is_file()
 
     # a fresh process: new model weights, different global RNG state, resume=True finds the latest checkpoint
     torch.manual_seed(1234)
-    second = make_resume_trainer(tmp_path / "resumed", resume=True, model_seed=99)
+    second = make_resume_trainer(tmp_path / "resumed", resume=True, model_seed=99, optimizer=optimizer)
     assert second.step == 3
     resumed_logs = [second.train_step() for _ in range(3)]
 
@@ -277,8 +282,19 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     opt_a = straight.optimizers["phenaki"].state_dict()["state"]
     opt_b = second.optimizers["phenaki"].state_dict()["state"]
     assert opt_a.keys() == opt_b.keys()
+    kinds = set()
     for index in opt_a:
-        assert torch.equal(opt_b[index]["exp_avg_sq"], opt_a[index]["exp_avg_sq"])
+        assert opt_a[index].keys() == opt_b[index].keys()
+        kinds.update(opt_a[index])
+        for key in opt_a[index]:
+            assert torch.equal(torch.as_tensor(opt_b[index][key]), torch.as_tensor(opt_a[index][key])), (index, key)
+    # Muon keeps a momentum buffer for the weight matrices and AdamW's moments for the rest; AdamW only moments
+    assert ("momentum_buffer" in kinds) == (optimizer == "muon") and "exp_avg_sq" in kinds
+
+    # a checkpoint resumed under the other optimizer is refused with what to pass, not loaded into the wrong state
+    other = "adamw" if optimizer == "muon" else "muon"
+    with pytest.raises(ValueError, match=f"optimizer={optimizer!r}"):
+        make_resume_trainer(tmp_path / "resumed", resume=True, optimizer=other)
 
 
 # ---------------------------------------------------------------------------------------------- call shapes
@@ -544,7 +560,7 @@ def test_cosine_schedule_reaches_its_floor_at_the_last_step_and_survives_a_resum
     # warm-up (1 step), then 1e-3 falling along a cosine to 0.2 * 1e-3 at step 6, both groups alike
     expected = [1e-3 * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * (s - 1) / 5))) for s in range(1, 6)]
     assert seen == pytest.approx([1e-3] + expected)
-    assert lrs(straight) == pytest.approx([2e-4, 2e-4])
+    assert lrs(straight) == pytest.approx([2e-4] * 4)  # MaskGit's and the critic's groups, Muon's and AdamW's
     assert straight.hparams()["lr_schedule"] == "cosine"
 
     first = trainer(tmp_path / "resumed")
@@ -603,3 +619,29 @@ def test_adam_betas_reach_the_optimizer_and_are_checked(tmp_path):
     assert all(group["betas"] == (0.9, 0.999) for group in default.optimizers["phenaki"].param_groups)
     with pytest.raises(ValueError, match="adam_betas"):
         PhenakiTrainer(build_phenaki(), dataset=synthetic(4), adam_betas=(0.9, 1.0), results_folder=tmp_path / "c")
+
+
+def test_optimizer_default_is_muon_on_matrices_and_adamw_on_the_rest(tmp_path):
+    from phenaki_pytorch.training import MuonAdamW
+
+    trainer = PhenakiTrainer(build_phenaki(critic=True), dataset=synthetic(4), critic_lr=5e-4,
+                             results_folder=tmp_path / "a")
+    optimizer = trainer.optimizers["phenaki"].optimizer  # inside accelerate's wrapper
+    assert isinstance(optimizer, MuonAdamW) and trainer.hparams()["optimizer"] == "muon"
+    groups = {(g["name"], g["muon"]): g for g in optimizer.param_groups}
+    assert set(groups) == {("maskgit", True), ("maskgit", False), ("critic", True), ("critic", False)}
+    assert groups[("critic", True)]["lr"] == groups[("critic", False)]["lr"] == 5e-4  # critic_lr reaches both
+    model = trainer.unwrapped_model
+    every = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert every == {id(p) for p in model.trainable_parameters()} | {id(p) for p in model.critic.parameters()}
+    assert id(model.maskgit.to_logits.weight) not in {id(p) for (_, m), g in groups.items() if m for p in g["params"]}
+    before = clone_state(model.maskgit)
+    logs = trainer.train_step()
+    assert math.isfinite(logs["loss"]) and any(not torch.equal(before[k], v) for k, v in model.maskgit.state_dict().items())
+
+    adamw = PhenakiTrainer(build_phenaki(critic=True), dataset=synthetic(4), optimizer="adamw",
+                           results_folder=tmp_path / "b")
+    assert type(adamw.optimizers["phenaki"].optimizer) is torch.optim.AdamW
+    assert adamw.hparams()["optimizer"] == "adamw"
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        PhenakiTrainer(build_phenaki(), dataset=synthetic(4), optimizer="sgd", results_folder=tmp_path / "c")

@@ -125,6 +125,10 @@ def register(sub) -> None:
     train.add_argument(
         "--critic-every", type=positive_int, default=2, help="train the critic on every k-th step only (default 2)"
     )
+    train.add_argument(
+        "--optimizer", choices=("muon", "adamw"), default=None,
+        help="muon: Muon on weight matrices, AdamW on the rest (the default; PhenakiTrainer uses AdamW alone under FSDP); adamw: AdamW only",
+    )
     train.add_argument("--sample-texts", default=None, help="file with one caption per line, sampled every --sample-every")
     _trainer_flags(train, "results/phenaki", default_lr=1e-3)  # PhenakiTrainer's default
     train.set_defaults(func=cmd_train)
@@ -312,6 +316,7 @@ def cmd_train(args) -> int:
         train_num_steps=args.steps,
         sample_texts_file_path=args.sample_texts,
         critic_every=args.critic_every,
+        optimizer=args.optimizer,
         **trainer_kwargs(args),
     )
     _resume(trainer, args)

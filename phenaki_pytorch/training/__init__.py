@@ -17,6 +17,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .cvivit_trainer import CViViTTrainer
+from .optim import MuonAdamW, muon_param_groups, newton_schulz
 
 __all__ = [
     "LR_SCHEDULES",
@@ -24,10 +25,13 @@ __all__ = [
     "CViViTTrainer",
     "CheckpointManager",
     "LearningRateSchedule",
+    "MuonAdamW",
     "NonFiniteTrainingError",
     "ResumableBatchSampler",
     "get_rng_state",
     "load_checkpoint",
+    "muon_param_groups",
+    "newton_schulz",
     "preserved_rng",
     "restore_checkpoint",
     "save_checkpoint",

@@ -1037,6 +1037,14 @@ class BaseTrainer:
                 "checkpoints load under FSDP, DDP or a single process alike"
             )
         saved = checkpoint.get("extra", {}).get("hparams", {})
+        current = self.hparams().get("optimizer")
+        if current is not None and saved:
+            before = saved.get("optimizer", "adamw")  # checkpoints from before the option held AdamW's state
+            if before != current:
+                raise ValueError(
+                    f"{str(path)!r} holds the state of optimizer={before!r} and this run builds optimizer="
+                    f"{current!r}: pass optimizer={before!r} (phenaki train --optimizer {before}) to resume it"
+                )
         for key in ("batch_size", "grad_accum_every", "num_processes", "seed"):
             if key in saved and saved[key] != self.hparams()[key]:
                 warnings.warn(

@@ -27,6 +27,9 @@ from torch.utils.data import Dataset, IterableDataset
 from ..data._utils import check_positive_int
 from .base import BaseTrainer, LearningRateSchedule, preserved_rng
 from .cvivit_trainer import collate_clips
+from .optim import MuonAdamW, muon_param_groups
+
+OPTIMIZERS = ("muon", "adamw")
 
 __all__ = ["PhenakiTrainer"]
 
@@ -102,6 +105,7 @@ class PhenakiTrainer(BaseTrainer):
         critic_every: int = 2,
         wd: float = 0.0,
         adam_betas: tuple[float, float] = (0.9, 0.999),
+        optimizer: str | None = None,
         lr_warmup_steps: int = 0,
         lr_schedule: str = "constant",
         lr_min_ratio: float = 0.1,
@@ -160,6 +164,8 @@ class PhenakiTrainer(BaseTrainer):
         check_positive_int("critic_every", critic_every)
         if len(adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in adam_betas):
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {adam_betas!r}")
+        if optimizer not in (None, *OPTIMIZERS):
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS} or None (the default for the setup), got {optimizer!r}")
         if critic_every > 1:
             self.find_unused_parameters = True  # DDP: the critic idles on the steps that skip it
         schedule = LearningRateSchedule(
@@ -196,6 +202,10 @@ class PhenakiTrainer(BaseTrainer):
         self.critic_lr = critic_lr if critic_lr is not None else lr
         self.critic_every = critic_every
         self.adam_betas = (float(adam_betas[0]), float(adam_betas[1]))
+        if optimizer == "muon" and self.is_sharded:
+            raise ValueError("optimizer='muon' orthogonalises whole weight matrices, which FSDP shards: pass "
+                             "optimizer='adamw' (the default under FSDP)")
+        self.optimizer_name = optimizer or ("adamw" if self.is_sharded else "muon")
         self.use_ema = use_ema
         self.ema_kwargs = dict(beta=ema_beta, update_every=ema_update_every, update_after_step=ema_update_after_step)
         self.sample_texts = sample_texts
@@ -309,11 +319,21 @@ class PhenakiTrainer(BaseTrainer):
         maskgit_params = [p for p in phenaki.trainable_parameters() if id(p) not in critic_ids]
         if not maskgit_params:
             raise ValueError("the Phenaki has no trainable MaskGit parameters")
-        groups = [{"params": maskgit_params, "lr": self.lr, "name": "maskgit"}]
-        if critic_params:
-            groups.append({"params": critic_params, "lr": self.critic_lr, "name": "critic"})
         self.has_critic = bool(critic_params)
-        optimizer = self.make_adamw(groups, lr=self.lr, weight_decay=self.wd, betas=self.adam_betas)
+        if self.optimizer_name == "muon":
+            matrices = {id(p) for g in muon_param_groups(phenaki) if g["muon"] for p in g["params"]}
+            groups = []
+            for params, lr, name in ((maskgit_params, self.lr, "maskgit"), (critic_params, self.critic_lr, "critic")):
+                for muon in (True, False):
+                    chosen = [p for p in params if (id(p) in matrices) == muon]
+                    if chosen:
+                        groups.append({"params": chosen, "lr": lr, "name": name, "muon": muon})
+            optimizer = MuonAdamW(groups, lr=self.lr, weight_decay=self.wd, betas=self.adam_betas)
+        else:
+            groups = [{"params": maskgit_params, "lr": self.lr, "name": "maskgit"}]
+            if critic_params:
+                groups.append({"params": critic_params, "lr": self.critic_lr, "name": "critic"})
+            optimizer = self.make_adamw(groups, lr=self.lr, weight_decay=self.wd, betas=self.adam_betas)
         scheduler = LambdaLR(optimizer, self._lr_multiplier)
         ema_kwargs = None
         if self.use_ema:
@@ -335,6 +355,7 @@ class PhenakiTrainer(BaseTrainer):
             "max_grad_norm": self.max_grad_norm,
             "lr_warmup_steps": self.lr_warmup_steps,
             "critic_every": self.critic_every,
+            "optimizer": self.optimizer_name,
             "adam_beta1": self.adam_betas[0],  # scalars: trackers (tensorboard hparams) take no lists
             "adam_beta2": self.adam_betas[1],
             "lr_schedule": self.lr_schedule,

@@ -100,3 +100,7 @@ def test_muon_trains_a_maskgit_and_checks_its_arguments():
         MuonAdamW(maskgit.parameters(), ns_steps=0)
     with pytest.raises(ValueError, match="momentum"):
         MuonAdamW(maskgit.parameters(), momentum=1.0)
+    with pytest.raises(TypeError, match="lr"):
+        MuonAdamW(maskgit.parameters(), lr="1e-3")  # a string from a config file
+    with pytest.raises(TypeError, match="module"):
+        muon_param_groups(maskgit.parameters())  # it needs the module, to see which weights are nn.Linear

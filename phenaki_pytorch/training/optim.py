@@ -24,6 +24,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from ..typecheck import typechecked
+
 __all__ = ["MuonAdamW", "muon_param_groups", "newton_schulz"]
 
 # the quintic iteration's coefficients from Muon's reference implementation
@@ -47,6 +49,7 @@ def newton_schulz(grads: Tensor, steps: int = 5, dtype: torch.dtype | None = Non
     return x if wide else x.mT
 
 
+@typechecked
 def muon_param_groups(module: nn.Module, exclude: Iterable[str] = ("to_logits",), **group_options) -> list[dict]:
     """`module`'s trainable parameters as MuonAdamW groups: the weights of its `nn.Linear` layers (at least
     16 x 16, not under a name in `exclude`) with `muon=True`, everything else with `muon=False`.
@@ -77,6 +80,7 @@ class MuonAdamW(torch.optim.Optimizer):
     ns_steps           Newton-Schulz iterations per step (5)
     """
 
+    @typechecked
     def __init__(
         self,
         params,

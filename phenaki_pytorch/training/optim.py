@@ -23,6 +23,7 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
+from torch.optim.adam import adam
 
 from ..typecheck import typechecked
 
@@ -150,20 +151,28 @@ class MuonAdamW(torch.optim.Optimizer):
                 p.add_(o.to(p.dtype), alpha=-lr * scale)
 
     def _adamw(self, group: dict, params: list[Tensor]) -> None:
-        lr, decay, eps = group["lr"], group["weight_decay"], group["eps"]
+        """torch's own AdamW arithmetic over the whole group at once (fused kernels where torch has them, else
+        its multi-tensor path): one call instead of a Python loop of small ops per tensor."""
         beta1, beta2 = group["betas"]
+        exp_avgs, exp_avg_sqs, steps = [], [], []
         for p in params:
             state = self.state[p]
             if "step" not in state:
-                state["step"] = torch.zeros((), dtype=torch.float32)
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device if _fusable(p) else "cpu")
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["step"] += 1
-            step = float(state["step"])
-            if decay:
-                p.mul_(1.0 - lr * decay)
-            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-            exp_avg.lerp_(p.grad, 1.0 - beta1)
-            exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
-            denom = (exp_avg_sq / (1.0 - beta2**step)).sqrt_().add_(eps)
-            p.addcdiv_(exp_avg, denom, value=-lr / (1.0 - beta1**step))
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            steps.append(state["step"])
+        fused = all(_fusable(p) and s.device == p.device for p, s in zip(params, steps))
+        adam(
+            params, [p.grad for p in params], exp_avgs, exp_avg_sqs, [], steps,
+            fused=True if fused else None, foreach=None, decoupled_weight_decay=True,
+            amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
+            eps=group["eps"], maximize=False,
+        )
+
+
+def _fusable(p: Tensor) -> bool:
+    """Whether torch's fused Adam kernel takes this parameter (floating point, on the CPU or CUDA)."""
+    return p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64)

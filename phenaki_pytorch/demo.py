@@ -180,7 +180,7 @@ class DemoConfig:
             use_gan=False, perceptual_network=None,
         )
     )
-    tokenizer_trainer: dict[str, Any] = field(default_factory=lambda: dict(batch_size=8, lr=1e-3))
+    tokenizer_trainer: dict[str, Any] = field(default_factory=lambda: dict(batch_size=8, lr=1e-3, optimizer="adamw"))
     # the last `decoder_fraction` of stage 1's time post-trains the decoder alone (CViViTTrainer(decoder_only=True):
     # encoder and codebook frozen) with `decoder_token_noise` of its tokens replaced by random codes, so that it
     # reads MaskGit's sampled ids against their neighbours; `decoder_trainer` are that trainer's kwargs. Off in
@@ -188,14 +188,15 @@ class DemoConfig:
     # cost as much (examples/demo_results.md, "Where the story's jump comes from")
     decoder_fraction: float = 0.0
     decoder_token_noise: float = 0.15
-    decoder_trainer: dict[str, Any] = field(default_factory=lambda: dict(batch_size=8, lr=3e-4))
+    decoder_trainer: dict[str, Any] = field(default_factory=lambda: dict(batch_size=8, lr=3e-4, optimizer="adamw"))
 
     # stage 2
     maskgit: dict[str, Any] = field(
         default_factory=lambda: dict(dim=128, depth=3, heads=4, dim_head=32, cond_drop_prob=0.15)
     )
-    # optimizer="adamw": the presets' numbers (README, examples/demo_results.md) were measured with AdamW alone;
-    # PhenakiTrainer's default Muon has not been measured on the demo, whose short token sequences make its fixed
+    # optimizer="adamw" (here and in the tokenizer's trainers): the presets' numbers (README,
+    # examples/demo_results.md) were measured with AdamW alone; the trainers' default Muon has not been measured
+    # on the demo, whose short token sequences make its fixed
     # cost per weight matrix a larger share of a step than on the glyph benchmark where it won
     phenaki_trainer: dict[str, Any] = field(
         default_factory=lambda: dict(batch_size=4, lr=1e-3, wd=0.01, lr_warmup_steps=100, optimizer="adamw")
@@ -346,7 +347,7 @@ class DemoConfig:
                 dim=128, patch_size=4, temporal_patch_size=2, spatial_depth=2, temporal_depth=2, heads=4, dim_head=32,
                 use_gan=False, perceptual_network=None,
             ),
-            tokenizer_trainer=dict(batch_size=8, lr=1e-3),
+            tokenizer_trainer=dict(batch_size=8, lr=1e-3, optimizer="adamw"),
             maskgit=dict(dim=192, depth=4, heads=6, dim_head=32, cond_drop_prob=0.15),
             phenaki_trainer=dict(batch_size=32, lr=1e-3, wd=0.01, lr_warmup_steps=100, optimizer="adamw"),
             seen_prompts_per_shape=1,
@@ -371,7 +372,7 @@ class DemoConfig:
                 dim=32, patch_size=4, temporal_patch_size=2, spatial_depth=1, temporal_depth=1, heads=2, dim_head=16,
                 use_gan=False, perceptual_network=None, pixel_head_dim=8,
             ),
-            tokenizer_trainer=dict(batch_size=4, lr=1e-3),
+            tokenizer_trainer=dict(batch_size=4, lr=1e-3, optimizer="adamw"),
             maskgit=dict(dim=32, depth=1, heads=2, dim_head=16, cond_drop_prob=0.15),
             phenaki_trainer=dict(batch_size=8, lr=1e-3, optimizer="adamw"),
             tokenizer_steps=20,

@@ -586,3 +586,15 @@ def test_eval_tokenizer_prints_a_table_and_writes_json(tmp_path, capsys):
     code, err, lines = run_main(capsys, "eval-tokenizer", "--checkpoint", str(tmp_path / "tok"), "--data", str(videos),
                                 "--frames", "4")
     assert code == 2 and "nearest valid: 3, 5" in err and len(lines) == 1
+
+
+def test_optimizer_flag_reaches_both_trainers_and_defaults_to_theirs():
+    from phenaki_pytorch.cli import build_parser
+    from phenaki_pytorch.commands.train import trainer_kwargs as _trainer_kwargs
+
+    parser = build_parser()
+    for command in (["train-tokenizer"], ["train", "--tokenizer", "tok/"]):
+        assert _trainer_kwargs(parser.parse_args(command))["optimizer"] is None  # the trainer's own default
+        assert _trainer_kwargs(parser.parse_args([*command, "--optimizer", "adamw"]))["optimizer"] == "adamw"
+        with pytest.raises(SystemExit):
+            parser.parse_args([*command, "--optimizer", "sgd"])

@@ -143,19 +143,20 @@ def make_resume_trainer(results, **overrides):
     return CViViTTrainer(tiny_cvivit(seed=model_seed), **kwargs)
 
 
-def test_resume_matches_an_uninterrupted_run(tmp_path):
-    straight = make_resume_trainer(tmp_path / "straight")
+@pytest.mark.parametrize("optimizer", ["muon", "adamw"])
+def test_resume_matches_an_uninterrupted_run(tmp_path, optimizer):
+    straight = make_resume_trainer(tmp_path / "straight", optimizer=optimizer)
     straight_logs = [straight.train_step() for _ in range(6)]  # no evaluations, no checkpoints in between
 
     # the interrupted run goes through train(): samples at step 2 (under preserved RNG), a checkpoint at step 3
-    first = make_resume_trainer(tmp_path / "resumed", num_train_steps=3)
+    first = make_resume_trainer(tmp_path / "resumed", num_train_steps=3, optimizer=optimizer)
     first.train()
     assert first.checkpoints.latest().name == "checkpoint-00000003.pt"
     assert (tmp_path / "resumed" / "samples" / "step-00000002.gif").is_file()
 
     # a fresh process: new model weights, different global RNG state, resume=True finds the latest checkpoint
     torch.manual_seed(1234)
-    second = make_resume_trainer(tmp_path / "resumed", resume=True, model_seed=99)
+    second = make_resume_trainer(tmp_path / "resumed", resume=True, model_seed=99, optimizer=optimizer)
     assert second.step == 3
     resumed_logs = [second.train_step() for _ in range(3)]
 
@@ -169,10 +170,60 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
         assert sa.keys() == sb.keys()
         for key in sa:
             assert torch.equal(sb[key], sa[key]), f"{name}.{key}"
-    opt_a = straight.optimizers["generator"].state_dict()["state"]
-    opt_b = second.optimizers["generator"].state_dict()["state"]
-    for index in opt_a:
-        assert torch.equal(opt_b[index]["exp_avg_sq"], opt_a[index]["exp_avg_sq"])
+    kinds = set()
+    for name in ("generator", "discriminator"):
+        opt_a = straight.optimizers[name].state_dict()["state"]
+        opt_b = second.optimizers[name].state_dict()["state"]
+        assert opt_a.keys() == opt_b.keys()
+        for index in opt_a:
+            for key, value in opt_a[index].items():
+                kinds.add(key)
+                assert torch.equal(opt_b[index][key], value), f"{name}[{index}].{key}"
+    assert ("momentum_buffer" in kinds) == (optimizer == "muon") and "exp_avg_sq" in kinds
+
+    # a checkpoint resumed under the other optimizer is refused with what to pass, not loaded into the wrong state
+    other = "adamw" if optimizer == "muon" else "muon"
+    with pytest.raises(ValueError, match=f"optimizer={optimizer!r}"):
+        make_resume_trainer(tmp_path / "resumed", resume=True, optimizer=other)
+
+
+def test_optimizer_muon_takes_the_transformer_matrices_and_adamw_the_rest(tmp_path):
+    from phenaki_pytorch.training import MuonAdamW
+
+    trainer = CViViTTrainer(tiny_cvivit(), dataset=synthetic(4), num_frames=5, batch_size=2,
+                            results_folder=tmp_path / "a")  # the default
+    generator = trainer.optimizers["generator"].optimizer  # inside accelerate's wrapper
+    assert isinstance(generator, MuonAdamW) and trainer.hparams()["optimizer"] == "muon"
+    assert trainer.hparams()["lr"] == 1e-3 and trainer.hparams()["discr_lr"] == 1e-3  # Muon's default rate
+    model = trainer.unwrapped_model
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon = {names[id(p)] for g in generator.param_groups if g["muon"] for p in g["params"]}
+    rest = {names[id(p)] for g in generator.param_groups if not g["muon"] for p in g["params"]}
+    assert muon and all(n.endswith(".weight") for n in muon)
+    assert any("self_attn.to_qkv" in n for n in muon) and any("ff.net" in n for n in muon)
+    # pixels in, the codebook's projections and every 1-d tensor stay with AdamW; the discriminator is not here
+    assert not any(n.startswith(("to_rest_tokens", "to_first_tokens", "quantizer", "discr")) for n in muon)
+    assert muon | rest == {n for n, p in model.named_parameters() if p.requires_grad and not n.startswith("discr.")}
+    assert type(trainer.optimizers["discriminator"].optimizer) is torch.optim.AdamW
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    logs = trainer.train_step()
+    assert math.isfinite(logs["loss"])
+    assert all(not torch.equal(before[n], model.state_dict()[n]) for n in muon)
+
+    adamw = CViViTTrainer(tiny_cvivit(), dataset=synthetic(4), num_frames=5, batch_size=2, optimizer="adamw",
+                          results_folder=tmp_path / "b")
+    assert type(adamw.optimizers["generator"].optimizer) is torch.optim.AdamW
+    assert adamw.hparams()["optimizer"] == "adamw" and adamw.hparams()["lr"] == 3e-4  # AdamW's default rate
+
+    # a linear pixel head's layers write pixels: output layers, which stay on AdamW
+    linear = CViViTTrainer(tiny_cvivit(pixel_head="linear"), dataset=synthetic(4), num_frames=5, batch_size=2,
+                           lr=5e-4, results_folder=tmp_path / "d")
+    groups = linear.optimizers["generator"].optimizer.param_groups
+    in_muon = {id(p) for g in groups if g["muon"] for p in g["params"]}
+    head = linear.unwrapped_model.pixel_head.last_layers()
+    assert head and not any(id(w) in in_muon for w in head) and all(g["lr"] == 5e-4 for g in groups)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        CViViTTrainer(tiny_cvivit(), dataset=synthetic(4), num_frames=5, optimizer="sgd", results_folder=tmp_path / "c")
 
 
 def test_resume_from_an_explicit_path_and_missing_paths(tmp_path):

@@ -97,6 +97,7 @@ def test_trainer_uses_fused_adamw_and_leaves_the_switch_alone(tmp_path):
         valid_frac=0.25,
         results_folder=tmp_path,
         fp32_matmul="bf16",
+        optimizer="adamw",
     )
     assert trainer.fp32_matmul == "bf16"
     optimizer = getattr(trainer.optimizers["generator"], "optimizer", trainer.optimizers["generator"])

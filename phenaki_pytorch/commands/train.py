@@ -36,12 +36,15 @@ from .common import (
 DEVICE_HELP = "cpu, cuda[:N] or mps (default: what accelerate picks, a GPU when there is one)"
 
 
-def _trainer_flags(parser: argparse.ArgumentParser, default_results: str, default_lr: float) -> None:
+def _trainer_flags(parser: argparse.ArgumentParser, default_results: str, default_lr: float | None,
+                   lr_help: str | None = None) -> None:
     parser.add_argument("--config", default=None, help="YAML or JSON file with any of these options")
     parser.add_argument("--steps", type=positive_int, default=10000, help="training steps (default 10000)")
     parser.add_argument("--batch-size", type=positive_int, default=4)
     parser.add_argument("--grad-accum", type=positive_int, default=1, help="gradient accumulation steps")
-    parser.add_argument("--lr", type=positive_float, default=default_lr, help=f"learning rate (default {default_lr:g})")
+    parser.add_argument(
+        "--lr", type=positive_float, default=default_lr, help=lr_help or f"learning rate (default {default_lr:g})"
+    )
     parser.add_argument("--warmup", type=non_negative_int, default=0, help="learning-rate warmup steps")
     parser.add_argument(
         "--lr-schedule",
@@ -51,6 +54,10 @@ def _trainer_flags(parser: argparse.ArgumentParser, default_results: str, defaul
     )
     parser.add_argument(
         "--lr-min-ratio", type=probability, default=0.1, help="where a decaying schedule ends, times lr (default 0.1)"
+    )
+    parser.add_argument(
+        "--optimizer", choices=("muon", "adamw"), default=None,
+        help="muon: Muon on weight matrices, AdamW on the rest (the default; AdamW alone under FSDP); adamw: AdamW only",
     )
     parser.add_argument("--no-ema", action="store_true", help="do not keep an EMA of the weights")
     parser.add_argument("--results", default=default_results, help=f"results folder (default {default_results})")
@@ -101,7 +108,10 @@ def register(sub) -> None:
         "--decoder-token-noise", type=below_one, default=None, help="replace each token the decoder reads in training "
         "by a random code with this probability (default: the tokenizer's own, 0 for a new one)"
     )
-    _trainer_flags(tokenizer, "results/tokenizer", default_lr=3e-4)  # CViViTTrainer's default
+    _trainer_flags(  # CViViTTrainer's default, which depends on the optimizer
+        tokenizer, "results/tokenizer", default_lr=None,
+        lr_help="learning rate (default 1e-3 with --optimizer muon, 3e-4 with adamw)",
+    )
     tokenizer.set_defaults(func=cmd_train_tokenizer)
 
     train = sub.add_parser(
@@ -125,10 +135,6 @@ def register(sub) -> None:
     train.add_argument(
         "--critic-every", type=positive_int, default=2, help="train the critic on every k-th step only (default 2)"
     )
-    train.add_argument(
-        "--optimizer", choices=("muon", "adamw"), default=None,
-        help="muon: Muon on weight matrices, AdamW on the rest (the default; PhenakiTrainer uses AdamW alone under FSDP); adamw: AdamW only",
-    )
     train.add_argument("--sample-texts", default=None, help="file with one caption per line, sampled every --sample-every")
     _trainer_flags(train, "results/phenaki", default_lr=1e-3)  # PhenakiTrainer's default
     train.set_defaults(func=cmd_train)
@@ -144,6 +150,7 @@ def trainer_kwargs(args) -> dict:
         lr_schedule=args.lr_schedule,
         lr_min_ratio=args.lr_min_ratio,
         use_ema=not args.no_ema,
+        optimizer=args.optimizer,
         results_folder=args.results,
         save_model_every=args.save_every,
         save_results_every=args.sample_every,
@@ -316,7 +323,6 @@ def cmd_train(args) -> int:
         train_num_steps=args.steps,
         sample_texts_file_path=args.sample_texts,
         critic_every=args.critic_every,
-        optimizer=args.optimizer,
         **trainer_kwargs(args),
     )
     _resume(trainer, args)

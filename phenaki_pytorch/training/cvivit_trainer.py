@@ -24,6 +24,16 @@ from torch.utils.data import Dataset, IterableDataset
 from ..cvivit import check_token_noise
 from ..data._utils import check_positive_int
 from .base import BaseTrainer, LearningRateSchedule, preserved_rng
+from .optim import MuonAdamW, muon_param_groups
+
+OPTIMIZERS = ("muon", "adamw")
+DEFAULT_OPTIMIZER = "muon"
+# the learning rate when none is passed: Muon's measured best on the glyph benchmark, AdamW's long-standing default
+DEFAULT_LR = {"muon": 1e-3, "adamw": 3e-4}
+# the tokenizer's weight matrices that stay with AdamW under optimizer="muon": the patch embeddings (pixels in)
+# and the quantizer's projections around the codebook (and the pixel head's last layer, see setup); the
+# discriminator always trains with AdamW
+MUON_EXCLUDE = ("to_first_tokens", "to_rest_tokens", "quantizer", "discr")
 
 __all__ = ["CViViTTrainer"]
 
@@ -71,9 +81,17 @@ class CViViTTrainer(BaseTrainer):
     step and, when the model has a discriminator, one discriminator step on the same batches (gradient
     penalty every `apply_grad_penalty_every` steps).
 
-    Learning rate: `lr` (generator) and `discr_lr` (default `lr`), after `lr_warmup_steps` of linear warm-up;
-    `lr_schedule` "constant" (the default), "cosine" or "linear" decays both to `lr_min_ratio` times their peak at
-    `num_train_steps` (see `LearningRateSchedule`).
+    Learning rate: `lr` (generator; default 1e-3 with Muon, 3e-4 with AdamW) and `discr_lr` (default `lr`), after
+    `lr_warmup_steps` of linear warm-up; `lr_schedule` "constant" (the default), "cosine" or "linear" decays both
+    to `lr_min_ratio` times their peak at `num_train_steps` (see `LearningRateSchedule`).
+
+    Optimizer: `optimizer="muon"` (the default; "adamw" under FSDP, whose shards hold slices of a matrix) steps the
+    tokenizer's transformer and pixel-head weight matrices with Muon and the rest (patch embeddings, the
+    quantizer's projections, norms, biases, convolutions) with AdamW, in one `MuonAdamW`; the discriminator always
+    has its own AdamW. On the glyph benchmark's 5-minute tokenizer (AVX2 EPYC, 2 threads) it raised held-out PSNR
+    from 23.3 to 26.0 dB and the frames the shape probe reads right in reconstructions from 95 to 99.7%, where
+    AdamW at lr 1e-3 stayed at 23.3 dB. `optimizer="adamw"` is AdamW alone (the previous default). A checkpoint
+    resumes only with the optimizer it was saved with.
     """
 
     find_unused_parameters = True  # the discriminator idles in the generator pass, and vice versa
@@ -90,7 +108,7 @@ class CViViTTrainer(BaseTrainer):
         batch_size: int = 4,
         grad_accum_every: int = 1,
         num_train_steps: int = 10000,
-        lr: float = 3e-4,
+        lr: float | None = None,
         discr_lr: float | None = None,
         wd: float = 0.0,
         lr_warmup_steps: int = 0,
@@ -125,7 +143,10 @@ class CViViTTrainer(BaseTrainer):
         collapse_warn_after: int = 100,
         decoder_only: bool = False,
         decoder_token_noise: float | None = None,
+        optimizer: str | None = None,
     ):
+        if optimizer not in (None, *OPTIMIZERS):
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS} or None (the default for the setup), got {optimizer!r}")
         if (folder is None) == (dataset is None):
             raise ValueError("pass exactly one of folder= (a directory of videos or images) or dataset=")
         if valid_frac is not None and not 0.0 <= valid_frac < 1.0:
@@ -156,10 +177,15 @@ class CViViTTrainer(BaseTrainer):
             max_nonfinite_in_a_row=max_nonfinite_in_a_row,
             fsdp=fsdp,
         )
+        if optimizer == "muon" and self.is_sharded:
+            raise ValueError("optimizer='muon' orthogonalises whole weight matrices, which FSDP shards: pass "
+                             "optimizer='adamw' (the default under FSDP)")
+        self.optimizer_name = optimizer or ("adamw" if self.is_sharded else DEFAULT_OPTIMIZER)
         self.cvivit = cvivit
         self.folder, self.dataset = folder, dataset
         self.num_frames, self.image_size = num_frames, image_size
         self.train_on_images = train_on_images
+        lr = lr if lr is not None else DEFAULT_LR[self.optimizer_name]
         self.lr, self.wd, self.lr_warmup_steps = lr, wd, lr_warmup_steps
         self.lr_schedule, self.lr_min_ratio, self._lr_multiplier = lr_schedule, lr_min_ratio, schedule
         self.discr_lr = discr_lr if discr_lr is not None else lr
@@ -248,7 +274,16 @@ class CViViTTrainer(BaseTrainer):
                     "initialised: train it whole first (decoder_only=False)"
                 )
         trained = cvivit.decoder_parameters() if self.decoder_only else cvivit.generator_parameters()
-        optimizers = {"generator": self.make_adamw(trained, lr=self.lr, weight_decay=self.wd)}
+        if self.optimizer_name == "muon":
+            matrices = {id(p) for g in muon_param_groups(cvivit, exclude=MUON_EXCLUDE) if g["muon"] for p in g["params"]}
+            head = getattr(getattr(cvivit, "pixel_head", None), "last_layers", lambda: [])
+            matrices -= {id(w) for w in head()}  # the layer that writes pixels (a linear head's) is an output layer
+            groups = [{"params": chosen, "muon": muon} for muon in (True, False)
+                      if (chosen := [p for p in trained if (id(p) in matrices) == muon])]
+            generator_optimizer = MuonAdamW(groups, lr=self.lr, weight_decay=self.wd)
+        else:
+            generator_optimizer = self.make_adamw(trained, lr=self.lr, weight_decay=self.wd)
+        optimizers = {"generator": generator_optimizer}
         if self.has_discr:
             optimizers["discriminator"] = self.make_adamw(
                 cvivit.discriminator_parameters(), lr=self.discr_lr, weight_decay=self.wd
@@ -278,6 +313,7 @@ class CViViTTrainer(BaseTrainer):
             "apply_grad_penalty_every": self.apply_grad_penalty_every,
             "decoder_only": self.decoder_only,
             "decoder_token_noise": self.decoder_token_noise,
+            "optimizer": self.optimizer_name,
         }
 
     # ------------------------------------------------------------------ training

@@ -196,8 +196,8 @@ class DemoConfig:
     )
     # optimizer="adamw" (here and in the tokenizer's trainers): the presets' numbers (README,
     # examples/demo_results.md) were measured with AdamW alone; the trainers' default Muon has not been measured
-    # on the demo, whose short token sequences make its fixed
-    # cost per weight matrix a larger share of a step than on the glyph benchmark where it won
+    # on the demo, whose short token sequences make its fixed cost per weight matrix a larger share of a step
+    # than on the glyph benchmark where it won
     phenaki_trainer: dict[str, Any] = field(
         default_factory=lambda: dict(batch_size=4, lr=1e-3, wd=0.01, lr_warmup_steps=100, optimizer="adamw")
     )

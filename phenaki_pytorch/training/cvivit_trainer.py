@@ -24,9 +24,8 @@ from torch.utils.data import Dataset, IterableDataset
 from ..cvivit import check_token_noise
 from ..data._utils import check_positive_int
 from .base import BaseTrainer, LearningRateSchedule, preserved_rng
-from .optim import MuonAdamW, muon_param_groups
+from .optim import OPTIMIZERS, MuonAdamW, muon_param_groups
 
-OPTIMIZERS = ("muon", "adamw")
 DEFAULT_OPTIMIZER = "muon"
 # the learning rate when none is passed: Muon's measured best on the glyph benchmark, AdamW's long-standing default
 DEFAULT_LR = {"muon": 1e-3, "adamw": 3e-4}

@@ -29,6 +29,7 @@ from ..typecheck import typechecked
 
 __all__ = ["MuonAdamW", "muon_param_groups", "newton_schulz"]
 
+OPTIMIZERS = ("muon", "adamw")  # the trainers' `optimizer=` choices: MuonAdamW, or AdamW alone
 # the quintic iteration's coefficients from Muon's reference implementation
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 MIN_MUON_DIM = 16  # smaller matrices (e.g. a 3-input position MLP) stay on AdamW

@@ -27,9 +27,7 @@ from torch.utils.data import Dataset, IterableDataset
 from ..data._utils import check_positive_int
 from .base import BaseTrainer, LearningRateSchedule, preserved_rng
 from .cvivit_trainer import collate_clips
-from .optim import MuonAdamW, muon_param_groups
-
-OPTIMIZERS = ("muon", "adamw")
+from .optim import OPTIMIZERS, MuonAdamW, muon_param_groups
 
 __all__ = ["PhenakiTrainer"]
 
